@@ -1,0 +1,3 @@
+from bgmgen.cli import main
+
+raise SystemExit(main())
