@@ -1,0 +1,415 @@
+"""The command line and the batch logic of `bgmgen score`, without running the music stages.
+
+Fast: no model is loaded. Subprocess tests run the installed console script (or `python -m bgmgen`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from bgmgen import cli, pipeline
+from bgmgen.errors import BgmgenError, InputError, MissingDependencyError
+from bgmgen.pipeline import (FAILED, REJECTED, SCORED, UP_TO_DATE, Job, ScoreOptions, assign_outputs,
+                             expand_inputs, exit_code, partial_folder, up_to_date, writable_location)
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BGMGEN = REPO / ".venv" / "bin" / "bgmgen"
+HEAVY = ("torch", "numpy", "decord", "transformers", "open_clip", "matplotlib", "pretty_midi",
+         "fluidsynth", "rich", "scipy")
+
+
+def bgmgen_cmd() -> list[str]:
+    exe = shutil.which("bgmgen") or (str(VENV_BGMGEN) if VENV_BGMGEN.exists() else None)
+    return [exe] if exe else [sys.executable, "-m", "bgmgen"]
+
+
+def run(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*bgmgen_cmd(), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("bgmgen: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# -- speed and imports ---------------------------------------------------------------------------
+
+def test_help_is_fast_and_lists_every_command():
+    run("--help")  # warm the OS file cache once
+    t0 = time.perf_counter()
+    proc = run("--help")
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed < 1.0, f"bgmgen --help took {elapsed:.2f} s"
+    for command in ("score", "train", "sample", "eval", "doctor"):
+        assert command in proc.stdout
+
+
+def test_parsing_imports_nothing_heavy():
+    code = ("import sys, bgmgen.cli as c; p = c.build_parser(); "
+            "[p.parse_args(a) for a in (['score', 'x.mp4', '--seed', '3'], ['doctor'], "
+            "['train', '--data', 'd', '--structure', 's'], ['eval', '--videos', 'v'])]; "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"heavy modules imported while parsing: {proc.stdout}"
+
+
+@pytest.mark.parametrize("command", ["score", "train", "sample", "eval", "doctor"])
+def test_every_subcommand_has_help(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    assert "usage: bgmgen " + command in capsys.readouterr().out
+
+
+# -- argument errors -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, needle", [
+    (["score"], "INPUT"),
+    (["score", "a.mp4", "--tempo", "300"], "--tempo"),
+    (["score", "a.mp4", "--tempo", "fast"], "--tempo"),
+    (["score", "a.mp4", "--mix", "loud"], "--mix"),
+    (["score", "a.mp4", "--mood", "grumpy"], "grumpy"),
+    (["score", "a.mp4", "--seed", "-1"], "--seed"),
+    (["score", "a.mp4", "--steps", "0"], "--steps"),
+    (["score", "a.mp4", "--device", "tpu"], "--device"),
+    (["train", "--structure", "s"], "--data"),
+    (["sample", "--data", "d", "--structure", "s"], "--out"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_argument_errors_exit_2(argv, needle, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "usage: bgmgen" in capsys.readouterr().err
+
+
+def test_mood_and_options_reach_score_options(monkeypatch):
+    seen = {}
+
+    def fake_score_many(inputs, options, console, command=None):
+        seen["inputs"], seen["options"] = inputs, options
+        return 0
+
+    monkeypatch.setattr(pipeline, "score_many", fake_score_many)
+    rc = cli.main(["score", "a.mp4", "b/", "--seed", "7", "--mix", "duck", "--mood", "Calm",
+                   "--tempo", "96", "--no-cache", "--steps", "20", "--guidance", "2.5", "--quiet",
+                   "--out", "o"])
+    assert rc == 0
+    o = seen["options"]
+    assert seen["inputs"] == ["a.mp4", "b/"]
+    assert (o.seed, o.mix, o.mood, o.tempo, o.use_cache, o.steps, o.guidance, o.quiet) == \
+        (7, "duck", "calm", 96.0, False, 20, 2.5, True)
+    assert o.out == os.path.abspath("o")
+    # Options that cannot change the outputs do not make them stale.
+    fp = o.output_fingerprint()
+    assert "out" not in fp and "quiet" not in fp and "force" not in fp and fp["seed"] == 7
+
+
+# -- error reporting -----------------------------------------------------------------------------
+
+def _raise(exc):
+    def f(*a, **k):
+        raise exc
+    return f
+
+
+@pytest.mark.parametrize("exc, code", [
+    (InputError("clip.mp4: not a video; give a video file"), 2),
+    (MissingDependencyError("no SoundFont found; apt-get install fluid-soundfont-gm"), 3),
+    (BgmgenError("something\nspanning lines"), 1),
+    (RuntimeError("a bug"), 1),
+])
+def test_errors_are_one_line_with_their_exit_code(monkeypatch, capsys, exc, code):
+    monkeypatch.setattr(pipeline, "score_many", _raise(exc))
+    assert cli.main(["score", "x.mp4"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bgmgen: error: "), err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "score_many", _raise(InputError("bad input")))
+    assert cli.main(["--debug", "score", "x.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "bgmgen: error: bad input" in err
+    assert cli.main(["score", "x.mp4", "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "score_many", _raise(KeyboardInterrupt()))
+    assert cli.main(["score", "x.mp4"]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_eval_needs_a_mode(capsys):
+    assert cli.main(["eval"]) == 2
+    assert "--videos" in capsys.readouterr().err
+
+
+def test_train_missing_data_folder_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", "--data", str(tmp_path / "nope"), "--structure", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bgmgen: error: ") and "nope" in err and err.count("\n") == 1
+
+
+# -- rejected inputs through the real command (subprocess) ---------------------------------------
+
+def test_missing_input_is_rejected(tmp_path):
+    proc = run("score", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "missing.mp4", "no such file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_without_videos_is_rejected(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("hello")
+    proc = run("score", str(tmp_path / "in"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "no videos")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"CORRUPT", b"this is a text file, not a video\n" * 20])
+def test_non_video_files_are_rejected_and_nothing_written(tmp_path, content):
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(content)
+    before = bad.read_bytes()
+    proc = run("score", str(bad), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert_one_error_line(proc, "clip.mp4")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert bad.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"] + (["out"] if (tmp_path / "out").exists() else [])
+
+
+def test_unwritable_out_is_one_line_exit_2_and_nothing_written(tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"\x00" * 10)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    proc = run("score", str(video), "--out", str(blocker / "out"))
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "--out", "cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "v.mp4"]
+
+
+def test_unwritable_out_even_for_root(tmp_path):
+    """root ignores permission bits; /proc is unwritable for everyone."""
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"\x00" * 10)
+    proc = run("score", str(video), "--out", "/proc/bgmgen-out")
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "--out")
+
+
+def test_missing_model_flag_is_rejected_before_work(tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"\x00" * 10)
+    proc = run("score", str(video), "--model", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "--model")
+    assert not (tmp_path / "o").exists()
+
+
+# -- batch logic (in process) --------------------------------------------------------------------
+
+def test_expand_inputs_folders_extensions_and_duplicates(tmp_path):
+    d = tmp_path / "clips"
+    d.mkdir()
+    for name in ("b.MP4", "a.mov", "c.txt", ".hidden.mp4", "d.webm", "e.mts", "f.3gp"):
+        (d / name).write_bytes(b"x")
+    (d / "a.bgm").mkdir()
+    (d / "a.bgm" / "a.mp4").write_bytes(b"x")  # an earlier output: never an input
+    jobs = expand_inputs([str(d), str(d / "a.mov"), str(tmp_path / "nope.mp4")])
+    names = [j.path.name if j.path else None for j in jobs]
+    assert names == ["a.mov", "b.MP4", "d.webm", "e.mts", "f.3gp", None]
+    assert jobs[-1].status == REJECTED and "nope.mp4" in jobs[-1].message
+
+
+def test_explicit_file_with_any_extension_is_tried(tmp_path):
+    f = tmp_path / "movie.bin"
+    f.write_bytes(b"x")
+    jobs = expand_inputs([str(f)])
+    assert len(jobs) == 1 and jobs[0].path == f and not jobs[0].status
+
+
+def test_output_folders_and_name_clashes(tmp_path):
+    a, b = tmp_path / "x" / "clip.mp4", tmp_path / "y" / "clip.mov"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_bytes(b"x")
+    jobs = expand_inputs([str(a), str(b)])
+    assign_outputs(jobs, str(tmp_path / "out"))
+    assert [j.out_dir.name for j in jobs] == ["clip", "clip-mov"]
+    assert all(j.stem == "clip" for j in jobs)
+    jobs = expand_inputs([str(a), str(b)])
+    assign_outputs(jobs, None)
+    assert [j.out_dir for j in jobs] == [a.parent / "clip.bgm", b.parent / "clip.bgm"]
+
+
+@pytest.mark.parametrize("statuses, code", [
+    ([SCORED], 0), ([SCORED, UP_TO_DATE], 0), ([UP_TO_DATE], 0),
+    ([REJECTED], 2), ([REJECTED, REJECTED], 2),
+    ([SCORED, REJECTED], 1), ([SCORED, FAILED], 1), ([FAILED], 1), ([REJECTED, FAILED], 1),
+    ([], 2),
+])
+def test_exit_codes(statuses, code):
+    assert exit_code([Job("x", None, status=s) for s in statuses]) == code
+
+
+def test_writable_location(tmp_path):
+    assert writable_location(tmp_path / "a" / "b") is None
+    assert not (tmp_path / "a").exists()          # probing creates nothing
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    assert "not a folder" in writable_location(tmp_path / "f" / "sub")
+
+
+def test_partial_folder_replaces_only_on_success(tmp_path):
+    final = tmp_path / "clip"
+    with partial_folder(final) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".clip.partial-")
+        (tmp / "run.json").write_text("{}")
+    assert (final / "run.json").read_text() == "{}"
+
+    with pytest.raises(RuntimeError):
+        with partial_folder(final) as tmp:
+            (tmp / "run.json").write_text('{"new": 1}')
+            raise RuntimeError("a stage failed")
+    assert (final / "run.json").read_text() == "{}"               # old outputs untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]  # no partial left
+
+    with partial_folder(final) as tmp:
+        (tmp / "run.json").write_text('{"new": 2}')
+    assert json.loads((final / "run.json").read_text()) == {"new": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]
+
+
+def test_stale_partials_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".clip.partial-{dead.pid}-abcd"
+    stale.mkdir()
+    (stale / "clip.mid").write_bytes(b"half")
+    alive = tmp_path / f".clip.partial-{os.getppid()}-beef"   # a live process: left alone
+    alive.mkdir()
+    with partial_folder(tmp_path / "clip") as tmp:
+        (tmp / "run.json").write_text("{}")
+    assert not stale.exists() and alive.exists()
+
+
+def _fake_outputs(job: Job, fingerprint: dict) -> None:
+    job.out_dir.mkdir(parents=True)
+    names = {"midi": "v.mid", "run": "run.json"}
+    (job.out_dir / "v.mid").write_bytes(b"MThd")
+    ident = pipeline.input_identity(job.path)
+    (job.out_dir / "run.json").write_text(json.dumps(
+        {"fingerprint": fingerprint, "input": ident, "outputs": names}))
+
+
+def test_up_to_date_needs_same_input_options_and_outputs(tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"video bytes")
+    job = expand_inputs([str(video)])[0]
+    assign_outputs([job], str(tmp_path / "out"))
+    fp = {"options": ScoreOptions(seed=1).output_fingerprint(), "model_sha256": "m"}
+    assert up_to_date(job, fp)[0] is False                   # nothing yet
+    _fake_outputs(job, fp)
+    assert up_to_date(job, fp)[0] is True
+    assert up_to_date(job, {**fp, "model_sha256": "other"})[0] is False
+    assert up_to_date(job, {"options": ScoreOptions(seed=2).output_fingerprint(),
+                            "model_sha256": "m"})[0] is False
+    os.utime(video, (1, 1))                                  # touched, same content: still fine
+    assert up_to_date(job, fp)[0] is True
+    video.write_bytes(b"video byteZ")                        # same size, new content
+    assert up_to_date(job, fp)[0] is False
+    video.write_bytes(b"video bytes")
+    (job.out_dir / "v.mid").unlink()                         # an output went missing
+    assert up_to_date(job, fp)[0] is False
+
+
+def test_options_that_do_not_change_outputs_do_not_make_them_stale():
+    a = ScoreOptions(out="/a", quiet=True, force=True, use_cache=False, cache_dir="/c", debug=True)
+    assert a.output_fingerprint() == ScoreOptions().output_fingerprint()
+    for change in ({"seed": 1}, {"mix": "keep"}, {"tempo": 90.0}, {"mood": "tense"}, {"steps": 10},
+                   {"guidance": 1.0}, {"soundfont": "/x.sf2"}, {"clip_weights": "/c.pt"}):
+        assert ScoreOptions(**change).output_fingerprint() != ScoreOptions().output_fingerprint()
+
+
+def test_run_json_writer_handles_numpy_and_nan(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "run.json"
+    pipeline.dump_json({"a": np.arange(3, dtype=np.float32), "b": np.float64(np.nan), "c": np.int64(4),
+                        "d": (1, 2), "e": Path("/x"), "f": float("inf")}, path)
+    assert json.loads(path.read_text()) == {"a": [0.0, 1.0, 2.0], "b": None, "c": 4, "d": [1, 2],
+                                            "e": "/x", "f": None}
+
+
+def test_weight_hashes_are_memoised(tmp_path):
+    w = tmp_path / "w.safetensors"
+    w.write_bytes(b"weights")
+    memo = pipeline.HashMemo(str(tmp_path / "cache"))
+    h = memo.sha256(w)
+    memo.save()
+    again = pipeline.HashMemo(str(tmp_path / "cache"))
+    assert again.memo and again.sha256(w) == h
+    folder = tmp_path / "blip"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"m")
+    (folder / "config.json").write_text("{}")
+    out = pipeline.hash_weights({"blip": str(folder), "w": str(w)}, memo)
+    assert set(out) == {"blip/model.safetensors", "w"} and out["w"]["sha256"] == h
+
+
+def test_versions_name_the_key_packages():
+    v = pipeline.collect_versions()
+    for key in ("python", "torch", "numpy", "transformers", "open_clip_torch", "decord", "pretty_midi",
+                "pyfluidsynth", "ffmpeg", "bgmgen"):
+        assert key in v
+    assert v["python"].count(".") == 2
+
+
+# -- doctor --------------------------------------------------------------------------------------
+
+def test_doctor_runs_and_names_every_dependency():
+    proc = run("doctor", timeout=180)
+    assert proc.returncode in (0, 1), proc.stderr
+    out = proc.stdout
+    for needle in ("ffmpeg", "ffprobe", "libfluidsynth", "SoundFont", "TransNetV2", "CLIP", "BLIP",
+                   "MiniLM", "music model", "torch", "cache"):
+        assert needle in out, needle
+    assert ("offline path works" in out) == (proc.returncode == 0)
+
+
+def test_doctor_with_missing_soundfont_fails(tmp_path):
+    from bgmgen.doctor import check_soundfont
+
+    c = check_soundfont(str(tmp_path / "none.sf2"))
+    assert c.status == "missing" and "none.sf2" in c.detail
+
+
+def test_tests_package_is_this_folder():
+    import tests
+
+    assert [str(Path(p).resolve()) for p in tests.__path__] == [str(Path(__file__).resolve().parent)]
