@@ -1,0 +1,254 @@
+"""Train the music model on POP909 (music-side controls), resumable, CPU by default.
+
+    bgmgen train --data ../shared/datasets/pop909 --structure ../shared/datasets/pop909-structure \
+                 --out runs/full --steps 6000
+
+Each sample: an 8-bar window starting on any bar of a training song (1-bar hop, as Diff-BGM),
+transposed by -6..+5 semitones, its per-beat controls read off the music itself, the phrase
+segments of one of the two human annotations (chosen at random), and each control group dropped
+with probability GROUP_DROP (all of them with ALL_DROP) so classifier-free guidance is trained.
+Checkpoints (every `--ckpt-every` steps, atomic) hold the model, its EMA, the optimiser and the
+RNG states; `--resume` continues bit-for-bit where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bgmgen import controls as C
+from bgmgen.constants import (BARS_PER_WINDOW, BEATS_PER_BAR, BEATS_PER_WINDOW, N_PITCHES, STEPS_PER_BAR,
+                              STEPS_PER_BEAT, WINDOW_STEPS)
+
+GROUP_DROP = 0.15
+ALL_DROP = 0.10
+TRANSPOSE_RANGE = (-6, 5)
+VARIANTS = {
+    "full": {},
+    "no-mask": {"segment_mask": False},
+    "no-selector": {"selector": "none"},
+    "hard-selector": {"selector": "hard"},
+}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data: str
+    structure: str
+    out: str = "runs/full"
+    steps: int = 6000
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup: int = 300
+    ema_decay: float = 0.999
+    seed: int = 0
+    variant: str = "full"
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    ckpt_every: int = 250
+    snapshot_every: int = 1500  # keep model-stepN.safetensors for equal-budget ablation comparisons
+    eval_every: int = 500
+    device: str = "cpu"
+    resume: bool = False
+    quiet: bool = False
+
+
+class WindowSampler:
+    """Random 8-bar training windows (roll, condition features, segments) from the grid cache."""
+
+    def __init__(self, cache_path: str | Path, songs: list[str] | None):
+        d = np.load(cache_path)
+        self.onset = d["onset"]
+        self.sustain = d["sustain"]
+        ids = [str(s) for s in d["song_id"]]
+        keep = [i for i, s in enumerate(ids) if songs is None or s in set(songs)]
+        self.song_ids = [ids[i] for i in keep]
+        self.step_offset = d["step_offset"][keep]
+        self.beat_offset = d["beat_offset"][keep]
+        self.n_bars = d["n_bars"][keep]
+        self.key_tonic = d["key_tonic"][keep]
+        self.key_mode = d["key_mode"][keep]
+        self.chord_root, self.chord_chroma, self.chord_bass = d["chord_root"], d["chord_chroma"], d["chord_bass"]
+        self.phrase = [(d[f"phrase_id{k}"], d[f"phrase_pos{k}"], d[f"melodic{k}"]) for k in (1, 2)]
+        # Per-beat rhythm and register over the whole dataset, computed once.
+        self.density, self.positions, self.accent = C.rhythm_from_onsets(self.onset)
+        self.register = np.zeros(len(self.density), np.float32)
+        for so, bo, nb in zip(d["step_offset"], d["beat_offset"], d["n_bars"]):
+            self.register[bo:bo + nb * BEATS_PER_BAR] = C.register_from_onsets(
+                self.onset[so:so + nb * STEPS_PER_BAR])
+        windows = [(i, b) for i, nb in enumerate(self.n_bars) for b in range(nb - BARS_PER_WINDOW + 1)]
+        self.windows = np.array(windows, np.int64)
+
+    def controls(self, song: int, start_bar: int, n_bars: int = BARS_PER_WINDOW, annotator: int = 0) -> C.BeatControls:
+        b0 = self.beat_offset[song] + start_bar * BEATS_PER_BAR
+        sl = slice(b0, b0 + n_bars * BEATS_PER_BAR)
+        n = n_bars * BEATS_PER_BAR
+        pid, pos, mel = (a[sl] for a in self.phrase[annotator])
+        return C.BeatControls(
+            density=self.density[sl], positions=self.positions[sl], accent=self.accent[sl],
+            chord_root=self.chord_root[sl].astype(np.int64), chord_chroma=self.chord_chroma[sl],
+            chord_bass=self.chord_bass[sl].astype(np.int64),
+            key_tonic=np.full(n, self.key_tonic[song], np.int64), key_mode=np.full(n, self.key_mode[song]),
+            register=self.register[sl], phrase_id=pid - pid.min(), phrase_pos=pos, melodic=mel)
+
+    def roll(self, song: int, start_bar: int, n_bars: int = BARS_PER_WINDOW, shift: int = 0) -> np.ndarray:
+        """(2, n_steps, 128) in {0, 1}, transposed by `shift` semitones (notes pushed off the keyboard vanish)."""
+        s0 = self.step_offset[song] + start_bar * STEPS_PER_BAR
+        sl = slice(s0, s0 + n_bars * STEPS_PER_BAR)
+        r = np.stack([self.onset[sl] > 0, self.sustain[sl] > 0]).astype(np.float32)
+        if shift:
+            r = np.roll(r, shift, axis=-1)
+            if shift > 0:
+                r[..., :shift] = 0
+            else:
+                r[..., N_PITCHES + shift:] = 0
+        return r
+
+    def batch(self, rng: np.random.Generator, size: int, train: bool = True):
+        import torch
+
+        rolls, conds, segs = [], [], []
+        picks = self.windows[rng.integers(0, len(self.windows), size)]
+        for song, bar in picks:
+            shift = int(rng.integers(TRANSPOSE_RANGE[0], TRANSPOSE_RANGE[1] + 1)) if train else 0
+            ctl = self.controls(song, bar, annotator=int(rng.integers(0, 2)) if train else 0).transposed(shift)
+            present = None
+            if train:
+                drop_all = rng.random() < ALL_DROP
+                present = {g: not drop_all and rng.random() >= GROUP_DROP for g in C.GROUPS}
+            rolls.append(self.roll(song, bar, shift=shift))
+            conds.append(C.encode(ctl, present))
+            segs.append(ctl.phrase_id)
+        return (torch.from_numpy(np.stack(rolls)), torch.from_numpy(np.stack(conds)),
+                torch.from_numpy(np.stack(segs).astype(np.int64)))
+
+
+def lr_at(step: int, o: TrainOptions) -> float:
+    if step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    progress = min(1.0, (step - o.warmup) / max(1, o.steps - o.warmup))
+    return o.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(o: TrainOptions, log=print) -> Path:
+    import torch
+
+    from bgmgen import pop909, splits
+    from bgmgen.diffusion import training_loss
+    from bgmgen.files import atomic_path
+    from bgmgen.model import Denoiser, DenoiserConfig, count_parameters
+    from bgmgen.weights import save_model
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = Path(o.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = pop909.default_cache_path(o.data)
+    if not cache.exists():
+        log(f"building the POP909 grid cache at {cache} (about a minute)")
+        pop909.build_cache(o.data, o.structure, cache)
+    train_set = WindowSampler(cache, splits.TRAIN_SONGS)
+    valid_set = WindowSampler(cache, splits.VALID_SONGS)
+    log(f"train: {len(train_set.song_ids)} songs, {len(train_set.windows)} windows; "
+        f"valid: {len(valid_set.song_ids)} songs, {len(valid_set.windows)} windows")
+
+    config = DenoiserConfig(d_model=o.d_model, n_layers=o.n_layers, n_heads=o.n_heads, **VARIANTS[o.variant])
+    torch.manual_seed(o.seed)
+    model = Denoiser(config).to(o.device)
+    ema = Denoiser(config).to(o.device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=0.01)
+    rng = np.random.default_rng(o.seed)
+    gen = torch.Generator().manual_seed(o.seed)
+    step, wall = 0, 0.0
+    ckpt_path = out / "checkpoint.pt"
+    if o.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=o.device, weights_only=True)
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step, wall = int(ck["step"]), float(ck["wall"])
+        rng.bit_generator.state = json.loads(ck["numpy_rng"])
+        gen.set_state(ck["torch_rng"])
+        log(f"resumed from {ckpt_path} at step {step}")
+    (out / "options.json").write_text(json.dumps(asdict(o), indent=1))
+    log(f"model: {count_parameters(model) / 1e6:.2f} M parameters, variant {o.variant}: {config}")
+
+    # Fixed validation batch: same windows, noise levels and noise every time.
+    vrng = np.random.default_rng(1234)
+    vbatches = [valid_set.batch(vrng, 32, train=False) for _ in range(4)]
+
+    def validate() -> float:
+        vgen = torch.Generator().manual_seed(99)
+        ema.eval()
+        with torch.no_grad():
+            losses = [training_loss(ema, r.to(o.device), c.to(o.device), s.to(o.device), vgen).item()
+                      for r, c, s in vbatches]
+        return float(np.mean(losses))
+
+    log_file = open(out / "train_log.jsonl", "a")
+    t_last = time.time()
+    recent = []
+    while step < o.steps:
+        model.train()
+        roll, cond, seg = train_set.batch(rng, o.batch_size)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, o)
+        loss = training_loss(model, roll.to(o.device), cond.to(o.device), seg.to(o.device), gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(o.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        now = time.time()
+        wall += now - t_last
+        t_last = now
+        recent.append(loss.item())
+        record = None
+        if step % 50 == 0:
+            record = {"step": step, "loss": float(np.mean(recent)), "lr": lr_at(step - 1, o), "wall_s": round(wall, 1)}
+            recent = []
+        if step % o.eval_every == 0 or step == o.steps:
+            record = record or {"step": step, "wall_s": round(wall, 1)}
+            record["val_loss"] = validate()
+        if record:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            if not o.quiet:
+                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if step % o.ckpt_every == 0 or step == o.steps:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "step": step, "wall": wall, "numpy_rng": json.dumps(rng.bit_generator.state),
+                            "torch_rng": gen.get_state()}, tmp)
+            save_model(ema, out / "model.safetensors", {
+                "config": config.to_dict(), "step": step, "train_wall_s": round(wall, 1),
+                "variant": o.variant, "options": asdict(o)})
+            if step % o.snapshot_every == 0:
+                save_model(ema, out / f"model-step{step}.safetensors", {
+                    "config": config.to_dict(), "step": step, "train_wall_s": round(wall, 1),
+                    "variant": o.variant, "options": asdict(o)})
+    log_file.close()
+    return out / "model.safetensors"
+
+
+def run_train(args) -> int:
+    """CLI entry: argparse Namespace -> TrainOptions -> train()."""
+    from bgmgen.pop909 import check_dataset_dirs
+
+    check_dataset_dirs(args.data, args.structure)
+    fields = TrainOptions.__dataclass_fields__
+    kwargs = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    path = train(TrainOptions(**kwargs))
+    print(f"model written to {path}")
+    return 0
