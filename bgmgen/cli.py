@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the diffusion music model on POP909 (CPU or GPU).")
     p.add_argument("--data", required=True, metavar="DIR", help="POP909 folder")
     p.add_argument("--structure", required=True, metavar="DIR", help="POP909 structure labels folder")
-    p.add_argument("--out", default="runs/train", metavar="DIR",
-                   help="checkpoints and logs (default runs/train)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="checkpoints and logs (default: the trainer's, runs/full)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--steps", type=_positive_int, default=None, metavar="N",

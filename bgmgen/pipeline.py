@@ -573,20 +573,13 @@ def _escape(text: str) -> str:
 
 
 def default_model_path() -> str | None:
-    """The shipped music model: generate.DEFAULT_MODEL_PATH when it says so, else models/*.safetensors."""
+    """The shipped music model (bgmgen.weights names it), else the first models/*.safetensors."""
     try:
-        import importlib
+        from bgmgen import weights
 
-        gen = importlib.import_module("bgmgen.generate")  # noqa: F841 (cheap when torch is lazy)
-        for attr in ("DEFAULT_MODEL_PATH", "DEFAULT_MODEL"):
-            value = getattr(gen, attr, None)
-            if value:
-                return str(value)
-        fn = getattr(gen, "default_model_path", None)
-        if callable(fn):
-            value = fn()
-            if value:
-                return str(value)
+        path = Path(weights.REPO_MODELS) / weights.DEFAULT_MODEL_NAME
+        if path.is_file():
+            return str(path)
     except Exception:
         pass
     models = Path(__file__).resolve().parent.parent / "models"

@@ -43,3 +43,8 @@ _claim_tests_package()
 # Tests never touch the network: the semantic stage falls back (or uses test weights) at once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "corpus: scores the clips of ../shared/testvideos (slow; deselect with -m 'not corpus')")
