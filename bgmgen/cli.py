@@ -222,16 +222,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.generated or args.data:
             raise InputError("eval: give either --videos DIR or GENERATED_DIR --data DIR, not both")
         _require_dirs(args.videos)
-        from bgmgen.evaluate import run_eval_videos
+        from bgmgen.evaluate import run_video_eval
 
-        return _as_exit_code(run_eval_videos(args))
+        run_video_eval(args.videos, json_path=args.json)
+        return 0
     if not args.generated or not args.data:
         raise InputError("eval: give GENERATED_DIR and --data POP909_DIR (or --videos DIR); "
                          "see `bgmgen eval --help`")
-    _require_dirs(args.generated, args.data, *( [args.structure] if args.structure else []))
+    _require_dirs(args.generated, args.data, *([args.structure] if args.structure else []))
     from bgmgen.evaluate import run_eval
 
-    return _as_exit_code(run_eval(args))
+    run_eval(args.generated, args.data, songs=args.songs, json_path=args.json,
+             structure_dir=args.structure)
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

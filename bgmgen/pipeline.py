@@ -114,14 +114,71 @@ class ScoreOptions:
 # -- console -------------------------------------------------------------------------------------
 
 def make_console(quiet: bool = False):
-    """The rich console for progress and the summary (stderr; silent with --quiet)."""
+    """The rich console for progress, notes, errors and the summary.
+
+    It writes to a duplicate of file descriptor 2 taken now, so it stays visible while the
+    per-video work runs with fds 1 and 2 pointed at a sink (see `native_output_sink`).
+    """
     from rich.console import Console
 
-    return Console(stderr=True, quiet=quiet, highlight=False)
+    try:
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8",
+                           errors="replace")
+    except (OSError, ValueError, AttributeError):  # no real fd (e.g. an embedding host)
+        stream = sys.stderr
+    return Console(file=stream, quiet=quiet, highlight=False)
 
 
-def _say_error(msg: str) -> None:
-    print(f"bgmgen: error: {_one_line(msg)}", file=sys.stderr, flush=True)
+def say_error(console, msg: str) -> None:
+    """`bgmgen: error: <one line>` on the console's stream, even with --quiet, never wrapped."""
+    line = f"bgmgen: error: {_one_line(msg)}"
+    if console is None:
+        print(line, file=sys.stderr, flush=True)
+    elif console.quiet:
+        console.file.write(line + "\n")
+        console.file.flush()
+    else:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def say(console, text: str) -> None:
+    """One line of markup on the console (silent with --quiet), never wrapped."""
+    console.print(text, soft_wrap=True, highlight=False)
+
+
+@contextlib.contextmanager
+def native_output_sink(enabled: bool) -> Iterator[None]:
+    """Point fds 1 and 2 at a temporary file while one video is processed.
+
+    libav inside decord, FluidSynth and some model loaders write straight to the process's stdout
+    or stderr (e.g. "[h264 @ 0x...] Invalid NAL unit size" for a damaged stream). Those lines would
+    break "one clear line per bad input" and --quiet. The console writes to its own duplicate of
+    fd 2, so progress and errors stay visible. Disabled with --debug (everything shows).
+    """
+    if not enabled:
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = (os.dup(1), os.dup(2))
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _one_line(text: Any) -> str:
@@ -563,7 +620,7 @@ class BatchContext:
         if text in self.notes_said:
             return
         self.notes_said.add(text)
-        console.print(f"[yellow]note:[/] {_escape(text)}")
+        say(console, f"[yellow]note:[/] {_escape(text)}")
 
 
 def _escape(text: str) -> str:
@@ -616,7 +673,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     for stage, reason in sorted((an.fallbacks or {}).items()):
         ctx.note(f"{stage}: {reason}", console)
     for w in an.warnings or []:
-        console.print(f"[yellow]warning:[/] {_escape(path.name)}: {_escape(w)}")
+        say(console, f"[yellow]warning:[/] {_escape(path.name)}: {_escape(w)}")
 
     model = ctx.music_model()
     with sw.stage("plan", stage_cb):
@@ -696,7 +753,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             "mix": {"mode": mix, "reason": mix_reason},
             "music_model": {"path": str(getattr(model, "path", "")),
                             "sha256": getattr(model, "sha256", None),
-                            "config": getattr(model, "config", None),
+                            "meta": getattr(model, "meta", None) or getattr(model, "config", None),
                             "device": str(getattr(model, "device", opts.device))},
             "generation": {"seed": opts.seed, **{k: v for k, v in gen_kw.items() if k != "seed"}},
             "render": render_info,
@@ -743,7 +800,7 @@ def score_many(inputs: list[str], options: ScoreOptions, console=None,
                                "use --out DIR")
     for job in jobs:
         if job.status == REJECTED:
-            _say_error(job.message)
+            say_error(console, job.message)
 
     ctx = BatchContext(options, command)
     todo = [j for j in jobs if j.path is not None and not j.status]
@@ -772,9 +829,11 @@ def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
 
     opts = ctx.options
     fingerprint: dict | None = None
+    # Without --debug, library prints go to the native-output sink, not through rich's redirection.
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                        transient=True, disable=opts.quiet)
+                        transient=True, disable=opts.quiet,
+                        redirect_stdout=opts.debug, redirect_stderr=opts.debug)
     with progress:
         task = progress.add_task("videos", total=len(todo))
         for job in todo:
@@ -793,11 +852,12 @@ def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
                     fresh, ident = up_to_date(job, fingerprint)
                     if fresh:
                         job.status, job.message = UP_TO_DATE, str(job.out_dir)
-                        console.print(f"up to date: {_escape(str(job.out_dir))} (use --force to score again)")
+                        say(console, f"up to date: {_escape(str(job.out_dir))} (use --force to score again)")
                         continue
-                job.summary = score_one(job, ctx, console, stage_cb, ident, fingerprint)
+                with native_output_sink(not opts.debug):
+                    job.summary = score_one(job, ctx, console, stage_cb, ident, fingerprint)
                 job.status, job.message = SCORED, str(job.out_dir)
-                console.print(f"[green]scored[/] {_escape(name)} -> {_escape(str(job.out_dir))}")
+                say(console, f"[green]scored[/] {_escape(name)} -> {_escape(str(job.out_dir))}")
             except KeyboardInterrupt:
                 raise
             except MissingDependencyError as err:
@@ -809,19 +869,19 @@ def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
                 job.status, job.message = REJECTED, _message_for(job, err)
                 if opts.debug:
                     traceback.print_exc()
-                _say_error(job.message)
+                say_error(console, job.message)
             except BgmgenError as err:
                 job.status, job.message = FAILED, _message_for(job, err)
                 if opts.debug:
                     traceback.print_exc()
-                _say_error(job.message)
+                say_error(console, job.message)
             except Exception as err:  # a bug in one stage: report, go on with the next video
                 job.status = FAILED
                 job.message = (f"{job.path}: internal error: {type(err).__name__}: {_one_line(err)} "
                                "(run again with --debug for the traceback)")
                 if opts.debug:
                     traceback.print_exc()
-                _say_error(job.message)
+                say_error(console, job.message)
             finally:
                 job.seconds = time.perf_counter() - t0
                 progress.advance(task)
