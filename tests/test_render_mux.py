@@ -1,0 +1,357 @@
+"""render (FluidSynth -> WAV), mux (ffmpeg) and report.png, on inputs the tests make themselves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bgmgen import mux as mux_mod
+from bgmgen import render
+from bgmgen.constants import SAMPLE_RATE, STEPS_PER_BEAT
+from bgmgen.errors import BgmgenError, InputError, MissingDependencyError
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+
+MUSIC_HZ = 1000.0  # the stand-in "music" for the mix tests is a steady sine, easy to measure
+ORIG_HZ = 300.0
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
+
+
+def _probe(path: Path) -> SimpleNamespace:
+    """The VideoInfo attributes mux needs, read with ffprobe (independent of bgmgen.probe)."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    video = [s for s in data["streams"] if s["codec_type"] == "video"]
+    audio = [s for s in data["streams"] if s["codec_type"] == "audio"]
+    rotation = 0
+    for side in video[0].get("side_data_list", []) if video else []:
+        rotation = int(side.get("rotation", rotation))
+    return SimpleNamespace(
+        path=str(path), duration_s=float(data["format"]["duration"]), has_audio=bool(audio),
+        video_codec=video[0]["codec_name"] if video else None,
+        audio_codec=audio[0]["codec_name"] if audio else None,
+        audio_channels=int(audio[0]["channels"]) if audio else 0, rotation=rotation,
+        start_time_s=float(data["format"].get("start_time", 0.0)), container=data["format"]["format_name"],
+    )
+
+
+def _video_hash(path: Path) -> str:
+    """md5 of the video stream's packets: equal for two files iff the bitstream was copied."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+                          "-f", "streamhash", "-hash", "md5", "-"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().split("=")[-1]
+
+
+def _decode_mono(path: Path) -> np.ndarray:
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+                          "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype=np.float32)
+
+
+def _band_db(x: np.ndarray, hz: float) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1.0 / SAMPLE_RATE)
+    return float(10 * np.log10(spec[np.abs(freqs - hz) < 25].sum() + 1e-20))
+
+
+def _true_peak_db(x: np.ndarray) -> float:
+    from scipy.signal import resample_poly
+
+    return float(20 * np.log10(np.abs(resample_poly(x, 4, 1, axis=0)).max()))
+
+
+def _write_wav(path: Path, mono: np.ndarray) -> None:
+    from scipy.io import wavfile
+
+    pcm = np.round(np.clip(mono, -1, 1) * 32767).astype(np.int16)
+    wavfile.write(path, SAMPLE_RATE, np.stack([pcm, pcm], axis=1))
+
+
+def _make_midi(path: Path, seconds: float) -> None:
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=90)
+    piano = pretty_midi.Instrument(program=0)
+    chords = [(48, 60, 64, 67), (45, 57, 60, 64), (41, 53, 57, 60), (43, 55, 59, 62)]
+    t, i = 0.0, 0
+    while t < seconds - 0.5:
+        for p in chords[i % 4]:
+            piano.notes.append(pretty_midi.Note(velocity=64 + 8 * (i % 3), pitch=p, start=t, end=t + 1.2))
+        piano.notes.append(pretty_midi.Note(velocity=96, pitch=chords[i % 4][-1] + 12, start=t + 0.66, end=t + 1.0))
+        t, i = t + 4 / 3, i + 1
+    pm.instruments.append(piano)
+    pm.write(str(path))
+
+
+# ------------------------------------------------------------------------------------ render
+
+
+@pytest.fixture(scope="module")
+def midi_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("midi") / "song.mid"
+    _make_midi(path, 8.0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rendered(midi_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("render")
+    duration = 6.123  # not a whole number of seconds nor of 64-sample blocks
+    info = render.render_midi(midi_file, out / "a.wav", duration, render.RenderOptions())
+    return info, out / "a.wav", duration
+
+
+def test_render_wav_exact_duration_loudness_and_true_peak(rendered):
+    import pyloudnorm
+    from scipy.io import wavfile
+
+    info, wav, duration = rendered
+    rate, pcm = wavfile.read(wav)
+    assert rate == SAMPLE_RATE and pcm.dtype == np.int16 and pcm.ndim == 2 and pcm.shape[1] == 2
+    assert len(pcm) == round(duration * SAMPLE_RATE)
+    assert info["duration_s"] == pytest.approx(duration, abs=1 / SAMPLE_RATE)
+    x = pcm.astype(np.float64) / 32767.0
+    lufs = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(x)  # independent meter
+    assert abs(lufs - render.TARGET_LUFS) <= 0.5, lufs
+    assert abs(info["lufs"] - lufs) < 0.1
+    tp = _true_peak_db(x)
+    assert tp <= render.TRUE_PEAK_DBTP + 1e-6, tp
+    assert info["true_peak_dbtp"] <= render.TRUE_PEAK_DBTP
+    # Not silent, and the fades are there: the first and last milliseconds are far quieter than the middle.
+    mid = x[len(x) // 3: 2 * len(x) // 3]
+    assert np.sqrt(np.mean(mid ** 2)) > 0.02
+    assert np.abs(x[:20]).max() < 0.05 * np.abs(mid).max()
+    assert np.abs(x[-200:]).max() < 0.05 * np.abs(mid).max()
+    assert Path(info["soundfont"]).name.lower().startswith(("fluidr3", "musescore"))
+
+
+def test_render_is_deterministic_and_honours_the_target(midi_file, rendered, tmp_path):
+    import pyloudnorm
+    from scipy.io import wavfile
+
+    _, first, duration = rendered
+    again = render.render_midi(midi_file, tmp_path / "b.wav", duration, render.RenderOptions())
+    assert (tmp_path / "b.wav").read_bytes() == first.read_bytes()
+    quiet = render.render_midi(midi_file, tmp_path / "q.wav", 2.5, render.RenderOptions(target_lufs=-23.0))
+    rate, pcm = wavfile.read(tmp_path / "q.wav")
+    assert len(pcm) == round(2.5 * SAMPLE_RATE)
+    assert abs(pyloudnorm.Meter(rate).integrated_loudness(pcm / 32767.0) + 23.0) <= 0.5
+    assert quiet["lufs"] < again["lufs"]
+    assert not list(tmp_path.glob(".tmp-*"))  # atomic writes leave nothing behind
+
+
+def test_render_limits_a_peaky_score_and_still_meets_the_target(tmp_path):
+    """A fortissimo cluster over a soft accompaniment cannot reach -16 LUFS under -1 dBTP by gain
+    alone: the limiter must engage, and both figures must still hold on the written file."""
+    import pretty_midi
+    import pyloudnorm
+    from scipy.io import wavfile
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    piano = pretty_midi.Instrument(program=0)
+    for p in (36, 48, 60, 64, 67, 72, 76, 79, 84, 88, 91, 96):
+        piano.notes.append(pretty_midi.Note(velocity=127, pitch=p, start=0.3, end=0.5))
+    for k in range(9):
+        for p in (48, 55, 64):
+            piano.notes.append(pretty_midi.Note(velocity=45, pitch=p + k % 5, start=0.8 + 0.5 * k, end=1.3 + 0.5 * k))
+    pm.instruments.append(piano)
+    pm.write(str(tmp_path / "peaky.mid"))
+    info = render.render_midi(tmp_path / "peaky.mid", tmp_path / "peaky.wav", 6.0)
+    assert info["limited"]
+    rate, pcm = wavfile.read(tmp_path / "peaky.wav")
+    x = pcm / 32767.0
+    assert abs(pyloudnorm.Meter(rate).integrated_loudness(x) - render.TARGET_LUFS) <= 0.5
+    assert _true_peak_db(x) <= render.TRUE_PEAK_DBTP + 1e-6
+
+
+def test_loudness_meter_matches_pyloudnorm():
+    import pyloudnorm
+
+    rng = np.random.default_rng(1)
+    t = np.arange(int(3.3 * SAMPLE_RATE)) / SAMPLE_RATE
+    x = np.stack([0.3 * np.sin(2 * np.pi * 440 * t) * (t > 1.0), 0.05 * rng.standard_normal(len(t))], 1)
+    ours = render.integrated_loudness(x.astype(np.float32), chunk=10_000)  # chunk boundaries off the hop grid
+    ref = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(x)
+    assert ours == pytest.approx(ref, abs=0.05)
+    assert render.integrated_loudness(np.zeros((SAMPLE_RATE, 2), np.float32)) == float("-inf")
+
+
+def test_limiter_keeps_the_ceiling():
+    x = np.zeros((SAMPLE_RATE, 2), np.float32)
+    x[:, 0] = 0.1 * np.sin(np.arange(SAMPLE_RATE) * 0.05)
+    x[20000:20100] = 0.9  # a loud spike
+    out = render._limit(x, 0.5)
+    assert np.abs(out).max() <= 0.5 + 1e-6
+    assert np.allclose(out[:15000], x[:15000])  # far from the spike nothing changes
+
+
+def test_find_soundfont_order_and_licence_filter(tmp_path, monkeypatch):
+    monkeypatch.delenv(render.SOUNDFONT_ENV, raising=False)
+    with pytest.raises(MissingDependencyError):
+        render.find_soundfont(str(tmp_path / "missing.sf2"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError):
+        render.find_soundfont(str(tmp_path / "notes.txt"))
+    mine = tmp_path / "Mine.sf2"
+    mine.write_bytes(b"RIFF")
+    monkeypatch.setenv(render.SOUNDFONT_ENV, str(mine))
+    assert render.find_soundfont() == mine.resolve()
+    assert render.find_soundfont(str(mine)) == mine.resolve()
+    monkeypatch.delenv(render.SOUNDFONT_ENV)
+    repo = tmp_path / "repo_sf"
+    repo.mkdir()
+    (repo / "TimGM6mb.sf2").write_bytes(b"RIFF")  # GPL-2: never picked automatically
+    monkeypatch.setattr(render, "REPO_SOUNDFONT_DIR", repo)
+    monkeypatch.setattr(render, "SYSTEM_SOUNDFONTS", (tmp_path / "none.sf2",))
+    with pytest.raises(MissingDependencyError, match="fluid-soundfont-gm"):
+        render.find_soundfont()
+    (repo / "Piano.sf3").write_bytes(b"x")
+    assert render.find_soundfont().name == "Piano.sf3"
+
+
+# --------------------------------------------------------------------------------------- mux
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("videos")
+    src = ["-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=4"]
+    x264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25"]
+    v = {name: d / name for name in ("plain.mp4", "speech.mp4", "silent.mp4", "vp8.webm", "rotated.mp4")}
+    _ffmpeg(*src, *x264, str(v["plain.mp4"]))
+    # The "original sound": nothing for 2 s, then a 300 Hz tone at about -27 dBFS RMS (speech-like level).
+    tone = f"sine=f={ORIG_HZ}:d=4,volume=0.5,volume=enable='lt(t,2)':volume=0"
+    _ffmpeg(*src, "-f", "lavfi", "-i", tone, *x264, "-c:a", "aac", "-shortest", str(v["speech.mp4"]))
+    _ffmpeg(*src, "-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo", *x264, "-c:a", "aac", "-t", "4",
+            str(v["silent.mp4"]))
+    _ffmpeg(*src, "-f", "lavfi", "-i", f"sine=f={ORIG_HZ}:d=4", "-c:v", "libvpx", "-b:v", "200k",
+            "-c:a", "libvorbis", str(v["vp8.webm"]))
+    _ffmpeg("-i", str(v["plain.mp4"]), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(v["rotated.mp4"]))
+    return v
+
+
+@pytest.fixture(scope="module")
+def music_wav(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("music") / "music.wav"
+    t = np.arange(int(4.0 * SAMPLE_RATE)) / SAMPLE_RATE
+    _write_wav(path, 0.2 * np.sin(2 * np.pi * MUSIC_HZ * t))
+    return path
+
+
+def test_audio_is_audible(videos):
+    assert mux_mod.audio_is_audible(videos["speech.mp4"], _probe(videos["speech.mp4"]))
+    assert not mux_mod.audio_is_audible(videos["silent.mp4"], _probe(videos["silent.mp4"]))
+    assert not mux_mod.audio_is_audible(videos["plain.mp4"], _probe(videos["plain.mp4"]))
+
+
+@pytest.mark.parametrize("name", ["plain.mp4", "speech.mp4", "rotated.mp4", "vp8.webm"])
+@pytest.mark.parametrize("mode", ["replace", "keep", "duck"])
+def test_mux_duration_audio_and_video_copy(videos, music_wav, tmp_path, name, mode):
+    src = videos[name]
+    info = _probe(src)
+    before = src.read_bytes()
+    out = tmp_path / "out.mp4"
+    res = mux_mod.mux(src, music_wav, out, info, mode)
+    got = _probe(out)
+    assert abs(got.duration_s - info.duration_s) <= 0.1
+    assert got.has_audio and got.audio_codec == "aac" and got.audio_channels == 2
+    assert res["mode_used"] == (mode if info.has_audio else "replace")
+    if info.video_codec == "h264":
+        assert res["video_copied"] and got.video_codec == "h264"
+        assert _video_hash(out) == _video_hash(src)  # the bitstream itself, not a re-encode
+        assert got.rotation == info.rotation  # the display matrix survives: portrait stays portrait
+    else:
+        assert not res["video_copied"] and got.video_codec == "h264" and "re-encoded" in res["note"]
+    assert abs(res["duration_s"] - info.duration_s) <= 0.1
+    assert np.sqrt(np.mean(_decode_mono(out) ** 2)) > 0.01  # the music is there
+    assert src.read_bytes() == before  # input untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_rotation_metadata_is_real(videos):
+    assert _probe(videos["rotated.mp4"]).rotation in (90, -90, 270)
+
+
+def test_duck_lowers_music_only_while_the_original_sounds(videos, music_wav, tmp_path):
+    src = videos["speech.mp4"]
+    info = _probe(src)
+    quiet, loud = slice(int(0.5 * SAMPLE_RATE), int(1.8 * SAMPLE_RATE)), slice(int(2.6 * SAMPLE_RATE), int(3.8 * SAMPLE_RATE))
+    level = {}
+    for mode in ("keep", "duck"):
+        mux_mod.mux(src, music_wav, tmp_path / f"{mode}.mp4", info, mode)
+        y = _decode_mono(tmp_path / f"{mode}.mp4")
+        level[mode] = (_band_db(y[quiet], MUSIC_HZ), _band_db(y[loud], MUSIC_HZ), _band_db(y[loud], ORIG_HZ))
+    keep_drop = level["keep"][0] - level["keep"][1]
+    duck_drop = level["duck"][0] - level["duck"][1]
+    assert abs(keep_drop) < 1.0  # keep: the music level does not depend on the original
+    assert duck_drop > 6.0, level  # duck: the music steps aside while the original sounds
+    assert abs(level["keep"][2] - level["duck"][2]) < 1.0  # the original itself is not touched
+    assert level["keep"][2] > level["keep"][1] - 20  # and it is present in the mix
+
+
+def test_mux_errors_are_one_line(videos, music_wav, tmp_path):
+    info = _probe(videos["plain.mp4"])
+    with pytest.raises(InputError):
+        mux_mod.mux(videos["plain.mp4"], music_wav, tmp_path / "o.mp4", info, "loud")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav at all")
+    with pytest.raises(BgmgenError) as err:
+        mux_mod.mux(videos["plain.mp4"], bad, tmp_path / "o.mp4", info, "replace")
+    assert "\n" not in str(err.value) and "ffmpeg" in str(err.value)
+    assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_report_png(tmp_path):
+    from bgmgen.report import step_times, write_report
+
+    rng = np.random.default_rng(0)
+    duration, cuts = 12.5, [3.0, 6.5, 10.0]
+    shots = list(zip([0.0, *cuts], [*cuts, duration]))
+    keyframes = rng.integers(0, 255, size=(len(shots), 90, 160, 3), dtype=np.uint8)
+    times = np.arange(0, duration, 1 / 25)
+    analysis = SimpleNamespace(
+        info=SimpleNamespace(path="/videos/holiday.mp4", duration_s=duration), cuts_s=cuts, shots=shots,
+        motion_times_s=times, motion=np.clip(0.5 + 0.5 * np.sin(times), 0, 1), onsets=[(1.0, 0.4), (7.0, 0.9)],
+        keyframes=keyframes, keyframe_times_s=[(a + b) / 2 for a, b in shots])
+    bpm = 96.0
+    beats = np.arange(int(duration * bpm / 60)) * 60 / bpm
+    plan = SimpleNamespace(bpm=bpm, n_bars=len(beats) // 4, duration_s=duration, beat_times_s=beats,
+                           downbeat_times_s=beats[::4], density=rng.random(len(beats)),
+                           accent=(rng.random(len(beats)) > 0.7).astype(float), key="D major", mood="calm")
+    n_steps = len(beats) * STEPS_PER_BEAT
+    roll = np.zeros((2, n_steps, 128), np.float32)
+    for t in range(0, n_steps, 2):
+        p = 55 + (t * 7) % 24
+        roll[0, t, p] = 1
+        roll[1, t:t + 3, p] = 1
+    np.testing.assert_allclose(step_times(plan, n_steps)[::STEPS_PER_BEAT][: len(beats)], beats)
+    png = tmp_path / "report.png"
+    write_report(png, analysis, plan, roll)
+    w, h = _png_size(png)
+    assert (w, h) == (1400, 900)
+    assert 30_000 < png.stat().st_size < 3_000_000
+    write_report(tmp_path / "empty.png", analysis, plan, np.zeros_like(roll))  # no notes: still a report
+    assert _png_size(tmp_path / "empty.png") == (1400, 900)
