@@ -15,11 +15,12 @@ Readers:
   Notes that start before that downbeat (pick-ups) are dropped.
 
 Alignment convention (the "first downbeat"): POP909's ``beat_midi.txt`` has downbeat flags, but in
-several songs they are off by one to three beats (the remark in pop909-structure/SOURCE.md). When
-the pop909-structure folder is given, the origin is the beat at which that folder's melody.txt and
-finalized_chord.txt (which are realigned so that bar lines are right) best match the MIDI's MELODY
-track and chord_midi.txt (:func:`pop909_origin_beat`). Without it, the origin is the first beat
-flagged as a downbeat in ``beat_midi.txt``. A generated song (``bgmgen sample``) must start its
+several songs they are off by one to three beats (the remark in pop909-structure/SOURCE.md; 9 of
+the 42 test songs). When the pop909-structure folder is given, the origin is the beat at which
+that folder's melody.txt (realigned so that its time 0 is a bar line) best matches the MIDI's
+MELODY track - the same rule as bgmgen.pop909, which the model trains and samples with
+(:func:`pop909_origin_beat`). Without it, the origin is the first beat flagged as a downbeat in
+``beat_midi.txt``. A generated song (``bgmgen sample``) must start its
 beat 0 at that same origin beat of the reference song.
 """
 
@@ -87,8 +88,9 @@ class Notes:
                      self.velocity[keep])
 
     def onset_steps(self, steps_per_beat: int = STEPS_PER_BEAT) -> np.ndarray:
-        """Onsets quantised to the grid (floor, tolerance TOL_BEATS), as int steps."""
-        return np.floor((self.onset + TOL_BEATS) * steps_per_beat).astype(int)
+        """Onsets rounded to the nearest grid step (16th by default), as int steps - like
+        music21's quantisation in Diff-BGM's notebook and bgmgen.pop909's piano roll."""
+        return np.floor(self.onset * steps_per_beat + 0.5).astype(int)
 
 
 def read_midi_notes(path, offset_beats: float = 0.0) -> Notes:
@@ -245,56 +247,51 @@ def _read_phrases(path: Path) -> list[tuple[str, int, int]]:
     return out
 
 
-def pop909_origin_beat(song_dir, structure_song_dir=None, max_beats: int = 64) -> int:
+def pop909_origin_beat(song_dir, structure_song_dir=None) -> int:
     """Index (into beat_midi.txt) of the song's first downbeat, the eval's beat 0.
 
-    With ``structure_song_dir`` (pop909-structure/NNN): the candidate beat ``o`` in
-    ``0..max_beats-1`` maximising ``melody_match(o) + chord_match(o)``, where melody_match is the
-    share of melody.txt notes (pitch, 16th position + 4o) found as onsets of the MIDI's MELODY
-    track on the beat grid, and chord_match the share of finalized_chord.txt beats whose root
-    equals chord_midi.txt's root at beat ``i + o``; ties go to the earliest beat. Without it: the
-    first beat flagged as a downbeat in beat_midi.txt (third column).
+    With ``structure_song_dir`` (pop909-structure/NNN, whose time 0 is a true bar line): the
+    shift, in sixteenths from -64 to 1023, that makes the most melody.txt note onsets coincide
+    with onsets of the MIDI's MELODY track (placed on the beat_midi.txt grid, rounded to
+    sixteenths; the first best shift wins), rounded to whole beats. This is the rule of
+    ``bgmgen.pop909.load_song`` (the training / ``bgmgen sample`` side), so generated and
+    reference songs share beat 0. Without it (or without melody.txt): the first beat flagged as a
+    downbeat in beat_midi.txt (third column).
     """
+    import pretty_midi
+
     song_dir = Path(song_dir)
     beats = np.loadtxt(song_dir / "beat_midi.txt", ndmin=2)
     downbeats = np.flatnonzero(beats[:, 2] > 0.5)
     default = int(downbeats[0]) if len(downbeats) else 0
-    if structure_song_dir is None:
+    if structure_song_dir is None or not (Path(structure_song_dir) / "melody.txt").exists():
         return default
-    sdir = Path(structure_song_dir)
-    mel_txt, chord_txt = sdir / "melody.txt", sdir / "finalized_chord.txt"
-    if not mel_txt.exists() and not chord_txt.exists():
+    pm = pretty_midi.PrettyMIDI(str(song_dir / f"{song_dir.name}.mid"))
+    mel = next((i for i in pm.instruments if i.name.upper().startswith("MELODY")),
+               pm.instruments[0] if pm.instruments else None)
+    if mel is None or not mel.notes:
         return default
-    bt = beats[:, 0]
-    n_beats = len(bt)
-    score = np.zeros(max_beats)
-    if mel_txt.exists():
-        import pretty_midi
-
-        pm = pretty_midi.PrettyMIDI(str(song_dir / f"{song_dir.name}.mid"))
-        mel = [n for i in pm.instruments if i.name.upper() == "MELODY" for n in i.notes]
-        m = np.loadtxt(mel_txt, dtype=int, ndmin=2)
-        if mel and len(m):
-            pos = np.concatenate([[0], np.cumsum(m[:, 1])[:-1]])
-            keep = m[:, 0] > 0
-            spos, sp = pos[keep], m[keep, 0]
-            steps = np.round(_beat_position(np.array([n.start for n in mel]), bt)
-                             * STEPS_PER_BEAT).astype(int)
-            T = max(int(steps.max()), int(spos.max()) + max_beats * STEPS_PER_BEAT) + 2
-            roll = np.zeros((T, 128), dtype=bool)
-            ok = steps >= 0
-            roll[steps[ok], np.array([n.pitch for n in mel])[ok]] = True
-            offs = np.arange(max_beats) * STEPS_PER_BEAT
-            if len(spos):
-                score += roll[spos[None, :] + offs[:, None], sp[None, :]].mean(axis=1)
-    if chord_txt.exists() and (song_dir / "chord_midi.txt").exists():
-        _, has_f, root_f = _read_finalized_chord(chord_txt)
-        _, _, root_m = _read_chord_midi(song_dir / "chord_midi.txt", bt, n_beats)
-        for o in range(max_beats):
-            n = min(len(root_f), n_beats - o)
-            if n > 0:
-                score[o] += np.mean(root_f[:n] == root_m[o:o + n])
-    return int(np.argmax(score))
+    midi_steps = np.round(_beat_position(np.array([n.start for n in mel.notes]), beats[:, 0])
+                          * STEPS_PER_BEAT).astype(np.int64)
+    struct_onsets, t = [], 0
+    for line in (Path(structure_song_dir) / "melody.txt").read_text().split("\n"):
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        if int(parts[0]) > 0:
+            struct_onsets.append(t)
+        t += int(parts[1])
+    if not struct_onsets:
+        return default
+    so = np.array(struct_onsets, dtype=np.int64)
+    roll = np.zeros(int(midi_steps.max()) + 1, dtype=bool)
+    roll[midi_steps[midi_steps >= 0]] = True
+    shifts = np.arange(-64, 1024)
+    pos = so[None, :] + shifts[:, None]
+    ok = (pos >= 0) & (pos < len(roll))
+    hits = (roll[np.clip(pos, 0, len(roll) - 1)] & ok).sum(axis=1)
+    best = int(shifts[int(np.argmax(hits))])
+    return int(round(best / STEPS_PER_BEAT))
 
 
 def read_pop909_song(song_dir, structure_dir=None, align: str = "auto") -> ReferenceSong:
@@ -366,8 +363,8 @@ def pitch_class_histogram_entropy(notes: Notes, window_beats: int = PCHE_WINDOW_
                                   drop_last: bool = True, eps: float = EPS_PCHE) -> float:
     """PCHE: mean over windows of the entropy of the 12-bin pitch-class histogram (bits).
 
-    ``H_w = -sum_{c=0..11} p_c log2(p_c + eps)``, ``p_c`` = share of the notes starting in window
-    ``w`` (beats ``[w*32, w*32+32)``, i.e. 8 bars of 4/4) whose pitch class is ``c``; every note
+    ``H_w = -sum_{c=0..11} p_c log2(p_c + eps)``, ``p_c`` = share of the notes starting (onset
+    rounded to the nearest 16th) in window ``w`` (beats ``[w*32, w*32+32)``, i.e. 8 bars of 4/4) whose pitch class is ``c``; every note
     counts once (chord members separately), durations and velocities are ignored. The song's PCHE
     is the mean of ``H_w`` over its non-empty windows. As in Diff-BGM's ``test.ipynb`` (cells 2-3,
     Li et al., CVPR 2024; after MusDr's H, Wu & Yang, ISMIR 2020), the window holding the last
@@ -377,7 +374,7 @@ def pitch_class_histogram_entropy(notes: Notes, window_beats: int = PCHE_WINDOW_
     """
     if len(notes) == 0:
         return math.nan
-    win = np.floor((notes.onset + TOL_BEATS) / window_beats).astype(int)
+    win = notes.onset_steps() // (window_beats * STEPS_PER_BEAT)
     n_win = int(win.max()) + 1
     if drop_last and n_win > 1:
         n_win -= 1
@@ -654,13 +651,14 @@ def chord_tone_ratio(notes: Notes, chord_chroma: np.ndarray, has_chord: np.ndarr
                      ) -> float:
     """Share of note onsets whose pitch class belongs to the chord sounding at that beat.
 
-    ``sum_n [pc(n) in chord(floor(onset_n))] / #{n : a chord is annotated at floor(onset_n)}``.
+    ``sum_n [pc(n) in chord(beat_n)] / #{n : a chord is annotated at beat_n}``, beat_n = the beat
+    of the note's onset rounded to the nearest 16th.
     ``chord_chroma`` is [n_beats, 12] bool (beat 0 = first downbeat); onsets on beats without a
     chord ("N") or past the annotation are not counted. No notes counted -> NaN.
     """
     if has_chord is None:
         has_chord = chord_chroma.any(axis=1)
-    b = np.floor(notes.onset + TOL_BEATS).astype(int)
+    b = notes.onset_steps() // STEPS_PER_BEAT
     ok = (b >= 0) & (b < len(chord_chroma))
     ok[ok] &= has_chord[b[ok]]
     if not ok.any():

@@ -368,3 +368,13 @@ def test_ground_truth_on_real_songs():
     # SI on one song (the slowest metric)
     si = M.structureness_indicator(M.read_pop909_song(POP909 / "001", struct).notes)
     assert 0.1 < si < 1.0
+
+
+@pytest.mark.skipif(not STRUCT.is_dir(), reason="pop909-structure not present")
+def test_origin_matches_training_side():
+    """Eval's beat 0 = the model side's bar 0 (bgmgen.pop909), so generated beat b = reference b."""
+    pop909 = pytest.importorskip("bgmgen.pop909")
+    for sid in ("010", "016", "045"):
+        song = pop909.load_song(POP909, STRUCT, sid)
+        ref = M.read_pop909_song(POP909 / sid, STRUCT)
+        assert abs(song.beat_times_s[0] - ref.beat_times_s[0]) < 1e-6, sid
