@@ -65,9 +65,14 @@ def _last_meaningful_line(stderr: str) -> str:
     return f"exit status without message ({lines[-1][:200] if lines else 'no output'})"
 
 
+def _file_arg(path: str | Path) -> str:
+    """An ffmpeg URL that is always read as a local file (a name like `clip:1.mp4` is not a protocol)."""
+    return "file:" + str(Path(path).resolve())
+
+
 def _probe_duration(path: Path) -> tuple[float | None, list[dict]]:
     cmd = ["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_type,codec_name,duration",
-           "-of", "json", str(path)]
+           "-of", "json", _file_arg(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=60)
         data = json.loads(proc.stdout or "{}")
@@ -83,7 +88,7 @@ def audio_is_audible(video_path, info) -> bool:
     Digital silence (about -91 dB) and near-silent tracks count as not audible."""
     if not getattr(info, "has_audio", False):
         return False
-    proc = _ffmpeg(["-i", str(video_path), "-map", "0:a:0", "-vn", "-sn", "-dn", "-af", "volumedetect",
+    proc = _ffmpeg(["-i", _file_arg(video_path), "-map", "0:a:0", "-vn", "-sn", "-dn", "-af", "volumedetect",
                     "-f", "null", "-"], "measuring the original audio level", video_path)
     match = re.search(r"mean_volume:\s*(-?[\d.]+|-?inf)\s*dB", proc.stderr)
     if not match:  # no decodable audio frames
@@ -146,13 +151,13 @@ def mux(video_path, wav_path, out_path, info, mode: str) -> dict:
         out_codec = "h264"
         notes.append(f"video re-encoded from {codec or 'unknown codec'} to H.264 (MP4 cannot carry it as is)")
     gain_db = MUSIC_GAIN_DB[mode_used]
-    args = ["-i", str(video_path), "-i", str(wav_path),
+    args = ["-i", _file_arg(video_path), "-i", _file_arg(wav_path),
             "-filter_complex", _audio_graph(mode_used, gain_db),
             "-map", "0:V:0", "-map", "[aout]", *video_args, *AUDIO_CODEC, "-ar", str(SAMPLE_RATE), "-ac", "2",
             "-t", f"{duration:.6f}", "-map_metadata", "0", "-map_chapters", "-1", "-movflags", "+faststart",
             "-max_muxing_queue_size", "4096"]
     with atomic_path(out_path) as tmp:
-        _ffmpeg([*args, "-f", "mp4", "-y", str(tmp)], f"writing {out_path.name} (mix {mode_used})", video_path)
+        _ffmpeg([*args, "-f", "mp4", "-y", _file_arg(tmp)], f"writing {out_path.name} (mix {mode_used})", video_path)
         out_duration, streams = _probe_duration(tmp)
         kinds = {s.get("codec_type") for s in streams}
         if "video" not in kinds or "audio" not in kinds:

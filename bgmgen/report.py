@@ -78,18 +78,19 @@ def _keyframe_panel(ax, analysis, duration: float) -> None:
     if frames is None or len(frames) == 0:
         return
     fig = ax.figure
-    fig.canvas.draw()  # the axes' size in pixels is needed to keep the keyframes' aspect
-    bbox = ax.get_window_extent()
-    sec_per_px = duration / max(bbox.width, 1.0)
-    for i, frame in enumerate(np.asarray(frames)):
-        if i < len(shots):
-            s, e = shots[i]
+    pos = ax.get_position()  # the axes' size in pixels keeps the keyframes' aspect ratio
+    width_px, height_px = pos.width * fig.get_figwidth() * fig.dpi, pos.height * fig.get_figheight() * fig.dpi
+    sec_per_px = duration / max(width_px, 1.0)
+    for i, frame in enumerate(frames):
+        frame = np.asarray(frame)
+        if i < len(times):  # the shot that holds the keyframe's time
+            t = float(times[i])
+            s, e = next(((a, b) for a, b in shots if a <= t < b), shots[min(i, len(shots) - 1)])
         else:
-            t = times[i] if i < len(times) else 0.0
-            s, e = t, t
+            s, e = shots[min(i, len(shots) - 1)]
         h_px, w_px = frame.shape[0], frame.shape[1]
         height = 0.9  # axis fraction
-        width_s = (w_px / h_px) * height * bbox.height * sec_per_px
+        width_s = (w_px / h_px) * height * height_px * sec_per_px
         span = max(e - s, 1e-6)
         if width_s > 0.96 * span:  # a short shot: shrink the picture to fit inside it
             height *= 0.96 * span / width_s
@@ -167,6 +168,7 @@ def write_report(png_path, analysis, plan, roll: np.ndarray) -> None:
                                  gridspec_kw={"height_ratios": HEIGHT_RATIOS, "hspace": 0.08})
         try:
             ax_kf, ax_cv, ax_roll = axes
+            fig.subplots_adjust(left=0.05, right=0.99, top=0.955, bottom=0.06)
             ax_kf.set_xlim(0, duration)
             downbeats = np.asarray(getattr(plan, "downbeat_times_s", []), dtype=np.float64)
             for ax in (ax_cv, ax_roll):
@@ -185,7 +187,6 @@ def write_report(png_path, analysis, plan, roll: np.ndarray) -> None:
                      f"(red) | {float(plan.bpm):.1f} BPM, {int(getattr(plan, 'n_bars', 0))} bars (grey = downbeats)"
                      f" | {getattr(plan, 'key', '?')}, mood {getattr(plan, 'mood', '?')}")
             fig.suptitle(title, x=0.01, ha="left", y=0.995)
-            fig.subplots_adjust(left=0.05, right=0.99, top=0.955, bottom=0.06)
             with atomic_path(png_path) as tmp:
                 fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
         finally:

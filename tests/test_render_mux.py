@@ -32,7 +32,7 @@ def _ffmpeg(*args: str) -> None:
 
 def _probe(path: Path) -> SimpleNamespace:
     """The VideoInfo attributes mux needs, read with ffprobe (independent of bgmgen.probe)."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
                          capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
     video = [s for s in data["streams"] if s["codec_type"] == "video"]
@@ -51,13 +51,13 @@ def _probe(path: Path) -> SimpleNamespace:
 
 def _video_hash(path: Path) -> str:
     """md5 of the video stream's packets: equal for two files iff the bitstream was copied."""
-    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", f"file:{path}", "-map", "0:v:0", "-c", "copy",
                           "-f", "streamhash", "-hash", "md5", "-"], capture_output=True, text=True, check=True)
     return out.stdout.strip().split("=")[-1]
 
 
 def _decode_mono(path: Path) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", f"file:{path}", "-map", "0:a:0", "-ac", "1",
                           "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"], capture_output=True, check=True).stdout
     return np.frombuffer(raw, dtype=np.float32)
 
@@ -280,6 +280,24 @@ def test_mux_duration_audio_and_video_copy(videos, music_wav, tmp_path, name, mo
     assert np.sqrt(np.mean(_decode_mono(out) ** 2)) > 0.01  # the music is there
     assert src.read_bytes() == before  # input untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_mux_mkv_with_51_audio_and_an_awkward_path(music_wav, tmp_path):
+    """H.264 in Matroska is copied into MP4; 5.1 original sound is mixed down to stereo; a file name
+    with a colon, spaces and non-ASCII letters is read as a file, not as a protocol."""
+    src = tmp_path / "clip 1: café.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=3", "-f", "lavfi", "-i", f"sine=f={ORIG_HZ}:d=3",
+            "-filter_complex", "[1:a]pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0[a]", "-map", "0:v", "-map", "[a]",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", f"file:{src}")
+    info = _probe(src)
+    assert info.audio_channels == 6
+    out = tmp_path / "out: scored.mp4"
+    res = mux_mod.mux(src, music_wav, out, info, "duck")
+    got = _probe(out)
+    assert res["video_copied"] and _video_hash(out) == _video_hash(src)
+    assert got.audio_channels == 2 and abs(got.duration_s - info.duration_s) <= 0.1
+    y = _decode_mono(out)
+    assert _band_db(y, ORIG_HZ) > _band_db(y, MUSIC_HZ) - 30  # the original is in the mix
 
 
 def test_rotation_metadata_is_real(videos):
