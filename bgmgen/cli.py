@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_score(args: argparse.Namespace) -> int:
     from bgmgen.pipeline import ScoreOptions, make_console, score_many
 
+    _terminate_cleanly()
     options = ScoreOptions.from_args(args)
     return score_many(args.inputs, options, make_console(quiet=args.quiet), command=_command_line())
 
@@ -241,6 +242,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from bgmgen.doctor import run_doctor
 
     return run_doctor(args)
+
+
+def _terminate_cleanly() -> None:
+    """SIGTERM unwinds like Ctrl-C (partial output folders are removed), exit code 143."""
+    import signal
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):  # not the main thread
+        pass
 
 
 def _require_dirs(*paths: str) -> None:

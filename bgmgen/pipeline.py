@@ -166,7 +166,9 @@ def native_output_sink(enabled: bool) -> Iterator[None]:
     except OSError:
         yield
         return
-    with tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as sink, \
+            open(os.devnull, "w", encoding="utf-8") as py_sink, \
+            contextlib.redirect_stdout(py_sink), contextlib.redirect_stderr(py_sink):
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:

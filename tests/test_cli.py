@@ -413,3 +413,17 @@ def test_tests_package_is_this_folder():
     import tests
 
     assert [str(Path(p).resolve()) for p in tests.__path__] == [str(Path(__file__).resolve().parent)]
+
+
+def test_native_output_is_kept_off_the_terminal(capfd):
+    console = pipeline.make_console(quiet=False)
+    with pipeline.native_output_sink(True):
+        os.write(2, b"[h264 @ 0x55] Invalid NAL unit size\n")
+        os.write(1, b"library chatter on stdout\n")
+        print("python-level print")
+        pipeline.say_error(console, "clip.mp4: not a video")
+    out, err = capfd.readouterr()
+    assert out == "" and err == "bgmgen: error: clip.mp4: not a video\n"
+    with pipeline.native_output_sink(False):
+        os.write(2, b"visible with --debug\n")
+    assert capfd.readouterr().err == "visible with --debug\n"
