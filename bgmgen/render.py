@@ -419,6 +419,7 @@ def _normalise(audio: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> tu
             break
         out = out * np.float32(10.0 ** ((ceiling_dbtp - tp - 0.05) / 20.0))
         pcm = _to_pcm16(out)
+    info["true_peak_dbtp"] = tp
     return pcm, info
 
 
@@ -443,7 +444,7 @@ def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions =
     pcm, info = _normalise(audio, options.target_lufs, options.true_peak_dbtp)
     written = pcm.astype(np.float32) / 32767.0
     lufs = integrated_loudness(written)
-    tp = true_peak_dbtp(written)
+    tp = info["true_peak_dbtp"] if "true_peak_dbtp" in info else true_peak_dbtp(written)
     with atomic_path(wav_path) as tmp:
         wavfile.write(tmp, SAMPLE_RATE, pcm)
     return {
