@@ -752,7 +752,8 @@ def mood_from_clip(models: SemanticModels, clip_embeddings: np.ndarray) -> np.nd
 
 # Picture-statistics rule. Features are centred on typical footage and clipped to [-1, 1]:
 #   B brightness  (b - 0.45) / 0.25      S saturation (s - 0.30) / 0.20      W warmth w / 0.25
-#   M motion      (log2(1 + a) - log2(5)) / 2, a = mean absolute frame difference (0..255):
+#   M motion      (log2(1 + a) - log2(5)) / 2, a = mean absolute frame difference (0..255, the top 5 %
+#                 of frames, i.e. cut spikes, left out):
 #                 a = 0 -> -1 (still), a = 4 -> 0, a >= 19 -> +1 (fast action)
 # logit(mood) = weights . (B, S, M, W); scores = softmax(logits / STATS_TEMPERATURE).
 # Reading the table: dark + still -> melancholic; dark + moving -> tense; bright + saturated +
@@ -781,7 +782,8 @@ def picture_features(picture_stats: Sequence[dict] | None, motion_abs: np.ndarra
     b, s, warm = avg("brightness", 0.45), avg("saturation", 0.30), avg("warmth", 0.0)
     m = np.asarray(motion_abs, np.float64).ravel() if motion_abs is not None else np.zeros(0)
     m = m[np.isfinite(m)]
-    a = float(m.mean()) if len(m) else 4.0
+    # Mean of the frames below the 95th percentile: cut spikes do not make a still video "moving".
+    a = float(m[m <= np.percentile(m, 95)].mean()) if len(m) else 4.0
     clip1 = lambda x: float(np.clip(x, -1.0, 1.0))  # noqa: E731
     return {
         "B": clip1((b - 0.45) / 0.25),

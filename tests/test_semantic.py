@@ -352,3 +352,25 @@ def test_uncaptioned_video_falls_through_to_picture_statistics(text_models):
     s1 = S.estimate_mood(text_models, caption_embeddings=None, clip_embeddings=None, picture_stats=[], motion_abs=None)
     assert s1 == S.estimate_mood(text_models, caption_embeddings=None, clip_embeddings=None, picture_stats=[], motion_abs=None)
     assert abs(sum(s1[0].values()) - 1.0) < 1e-9
+
+
+def test_hub_probe_fails_fast_for_an_unreachable_endpoint(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(S, "_HUB_STATE", {})
+    assert S.hub_reachable() == (False, "HF_HUB_OFFLINE is set")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://bgmgen-test.invalid")
+    t0 = time.perf_counter()
+    ok, why = S.hub_reachable()
+    assert not ok and "bgmgen-test.invalid" in why
+    assert time.perf_counter() - t0 < S.HUB_PROBE_TIMEOUT_S + 1
+
+
+def test_cut_spikes_do_not_make_a_still_video_move():
+    still = np.full(300, 0.4)
+    spiky = still.copy()
+    spiky[::50] = 120.0  # six hard cuts
+    assert S.picture_features([], spiky)["M"] == pytest.approx(S.picture_features([], still)["M"])
