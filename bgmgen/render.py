@@ -170,7 +170,7 @@ def _midi_events(midi_path: Path) -> list[tuple[float, object]]:
     try:
         midi = mido.MidiFile(str(midi_path))
     except (OSError, EOFError, ValueError, KeyError, IndexError) as err:
-        raise InputError(f"{midi_path}: cannot read the MIDI file ({err}); regenerate it") from None
+        raise InputError(f"{midi_path}: cannot read the MIDI file ({err or type(err).__name__}); regenerate it") from None
     events: list[tuple[float, object]] = []
     now = 0.0
     for msg in midi:  # merged tracks; msg.time is the delta in seconds
