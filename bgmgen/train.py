@@ -52,6 +52,8 @@ class TrainOptions:
     n_layers: int = 4
     n_heads: int = 4
     ckpt_every: int = 250
+    stop_after: int | None = None  # stop at this step (the lr schedule still spans `steps`): equal-budget ablations
+    threads: int | None = None  # torch intra-op threads (default: torch's choice)
     snapshot_every: int = 1500  # keep model-stepN.safetensors for equal-budget ablation comparisons
     eval_every: int = 500
     device: str = "cpu"
@@ -145,7 +147,8 @@ def train(o: TrainOptions, log=print) -> Path:
     from bgmgen.model import Denoiser, DenoiserConfig, count_parameters
     from bgmgen.weights import save_model
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if o.threads:
+        torch.set_num_threads(o.threads)
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = pop909.default_cache_path(o.data)
@@ -195,7 +198,8 @@ def train(o: TrainOptions, log=print) -> Path:
     log_file = open(out / "train_log.jsonl", "a")
     t_last = time.time()
     recent = []
-    while step < o.steps:
+    last = min(o.steps, o.stop_after or o.steps)
+    while step < last:
         model.train()
         roll, cond, seg = train_set.batch(rng, o.batch_size)
         for group in opt.param_groups:
@@ -218,7 +222,7 @@ def train(o: TrainOptions, log=print) -> Path:
         if step % 50 == 0:
             record = {"step": step, "loss": float(np.mean(recent)), "lr": lr_at(step - 1, o), "wall_s": round(wall, 1)}
             recent = []
-        if step % o.eval_every == 0 or step == o.steps:
+        if step % o.eval_every == 0 or step == last:
             record = record or {"step": step, "wall_s": round(wall, 1)}
             record["val_loss"] = validate()
         if record:
@@ -226,7 +230,7 @@ def train(o: TrainOptions, log=print) -> Path:
             log_file.flush()
             if not o.quiet:
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if step % o.ckpt_every == 0 or step == o.steps:
+        if step % o.ckpt_every == 0 or step == last:
             with atomic_path(ckpt_path) as tmp:
                 torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                             "step": step, "wall": wall, "numpy_rng": json.dumps(rng.bit_generator.state),

@@ -1,0 +1,130 @@
+"""Per-beat controls -> piano roll of any length: 8-bar diffusion windows chained by inpainting.
+
+Windows start every HOP bars (8 - OVERLAP_BARS); each new window is sampled with its first
+OVERLAP_BARS bars fixed to what the previous window produced (DDIM with x0 replacement, see
+diffusion.ddim_sample), so a long piece has no seams. The last window is aligned to the end of
+the piece (its overlap may be larger). Pieces shorter than 8 bars are generated in one window
+whose controls are padded by repeating the last bar, then cropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bgmgen import controls as C
+from bgmgen.constants import (BARS_PER_WINDOW, BEATS_PER_BAR, BEATS_PER_WINDOW, HOP_STEPS, N_PITCHES,
+                              ROLL_CHANNELS, STEPS_PER_BAR, STEPS_PER_BEAT, WINDOW_STEPS)
+
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 2.0
+
+
+@dataclass
+class MusicModel:
+    denoiser: object  # bgmgen.model.Denoiser
+    path: str
+    sha256: str
+    meta: dict
+    device: str
+
+
+def load_music_model(path: str | None = None, device: str = "cpu") -> MusicModel:
+    from bgmgen.errors import MissingDependencyError
+    from bgmgen.files import sha256_file
+    from bgmgen.weights import default_model_path, load_denoiser
+
+    p = Path(path) if path else default_model_path()
+    if not p.is_file():
+        raise MissingDependencyError(f"{p}: music model file not found; pass --model PATH to a .safetensors file")
+    try:
+        denoiser, meta = load_denoiser(p, device)
+    except Exception as err:  # corrupt file, wrong format
+        raise MissingDependencyError(f"{p}: not a bgmgen music model ({type(err).__name__}: {err})") from err
+    return MusicModel(denoiser, str(p), sha256_file(p), meta, device)
+
+
+def window_starts(n_bars: int) -> list[int]:
+    """Start bars of the windows that cover n_bars (the last one aligned to the end)."""
+    hop = HOP_STEPS // STEPS_PER_BAR
+    if n_bars <= BARS_PER_WINDOW:
+        return [0]
+    starts = list(range(0, n_bars - BARS_PER_WINDOW + 1, hop))
+    if starts[-1] + BARS_PER_WINDOW < n_bars:
+        starts.append(n_bars - BARS_PER_WINDOW)
+    return starts
+
+
+def pad_controls(c: C.BeatControls, n_beats: int) -> C.BeatControls:
+    """Extend controls to n_beats by repeating the last bar (used for pieces shorter than a window)."""
+    if len(c) >= n_beats:
+        return c
+    reps = np.r_[np.arange(len(c)), (len(c) - BEATS_PER_BAR + np.arange(n_beats - len(c)) % BEATS_PER_BAR)]
+    reps = np.clip(reps, 0, len(c) - 1)
+    return C.BeatControls(**{k: v[reps] for k, v in c.__dict__.items()})
+
+
+def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed: int = 0,
+                           steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
+                           present: dict[str, bool] | None = None, progress=None) -> np.ndarray:
+    """Roll (2, n_beats * 4, 128) in {0, 1} for the given per-beat controls."""
+    import torch
+
+    n_beats = len(controls)
+    n_bars = -(-n_beats // BEATS_PER_BAR)
+    ctl = pad_controls(controls, max(n_bars * BEATS_PER_BAR, BEATS_PER_WINDOW))
+    total_bars = max(n_bars, BARS_PER_WINDOW)
+    roll = np.zeros((ROLL_CHANNELS, total_bars * STEPS_PER_BAR, N_PITCHES), np.float32)
+    done_until = 0  # steps of `roll` already generated
+    gen = torch.Generator().manual_seed(int(seed))
+    dev = model.device
+    starts = window_starts(total_bars)
+    for k, bar in enumerate(starts):
+        b0 = bar * BEATS_PER_BAR
+        w = ctl.slice(b0, b0 + BEATS_PER_WINDOW)
+        seg = w.phrase_id - w.phrase_id.min()
+        cond = torch.from_numpy(C.encode(w, present))[None].to(dev)
+        uncond = torch.from_numpy(C.encode(w, {g: False for g in C.GROUPS}))[None].to(dev)
+        s0 = bar * STEPS_PER_BAR
+        known_steps = max(0, done_until - s0)
+        known = torch.from_numpy(roll[:, s0:s0 + WINDOW_STEPS])[None].to(dev)
+        mask = torch.zeros(1, 1, WINDOW_STEPS, 1, dtype=torch.bool, device=dev)
+        mask[:, :, :known_steps] = True
+        with torch.inference_mode():
+            out = _sample(model, cond, uncond, seg, steps, guidance, gen, known, mask, known_steps)
+        roll[:, s0:s0 + WINDOW_STEPS] = out[0].cpu().numpy()
+        done_until = s0 + WINDOW_STEPS
+        if progress:
+            progress(k + 1, len(starts))
+    return clean_roll(roll[:, : n_beats * STEPS_PER_BEAT])
+
+
+def generate_roll(model: MusicModel, plan, *, seed: int = 0, steps: int | None = None,
+                  guidance: float | None = None, progress=None) -> np.ndarray:
+    """Contract entry point (docs/CONTRACTS.md): MusicPlan -> roll (2, n_beats * 4, 128) in {0, 1}."""
+    return generate_from_controls(model, plan.controls, seed=seed, steps=steps or DEFAULT_STEPS,
+                                  guidance=DEFAULT_GUIDANCE if guidance is None else guidance, progress=progress)
+
+
+def _sample(model: MusicModel, cond, uncond, seg, steps, guidance, gen, known, mask, known_steps):
+    import torch
+
+    from bgmgen.diffusion import ddim_sample
+
+    segments = torch.from_numpy(seg.astype(np.int64))[None].to(model.device)
+    return ddim_sample(model.denoiser, cond, segments, steps=steps, guidance=guidance, uncond=uncond,
+                       generator=gen, known=known if known_steps else None,
+                       known_mask=mask if known_steps else None)
+
+
+def clean_roll(roll: np.ndarray) -> np.ndarray:
+    """Make onset/sustain consistent: a sustain step only continues a note that is sounding."""
+    onset, sustain = roll[0] > 0.5, roll[1] > 0.5
+    sounding = np.zeros(onset.shape[1], bool)
+    keep = np.zeros_like(sustain)
+    for t in range(onset.shape[0]):
+        keep[t] = sustain[t] & sounding & ~onset[t]
+        sounding = onset[t] | keep[t]
+    return np.stack([onset, keep]).astype(np.float32)

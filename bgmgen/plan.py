@@ -1,0 +1,266 @@
+"""VideoAnalysis -> MusicPlan: tempo and bar grid fitted to the video, sections on shots, per-beat controls.
+
+Binding the video to the music-side controls the model was trained on (DESIGN.md):
+    length            -> a whole number of bars (or of beats for clips shorter than ~3 s) at a tempo
+                         that fills the video exactly, chosen near the mood's tempo and so that cuts
+                         fall on beats (bar lines preferred)
+    cuts              -> segment (phrase) boundaries on the nearest bar line within one beat, else the
+                         nearest beat; the chord progression restarts there; accents on those beats
+    motion            -> onset density per beat, mapped onto POP909's density distribution
+    visual onsets     -> accents (thicker attacks, louder velocities)
+    mood (semantics)  -> mode, key, register, tempo range, density scale, chord progressions
+The last bar holds the tonic after a dominant bar: the ending is a cadence (see midi.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bgmgen import controls as C
+from bgmgen.constants import BEATS_PER_BAR, MAX_BPM, MIN_BPM
+from bgmgen.moods import DEFAULT_MOOD, MOODS, QUALITY_INTERVALS
+
+# POP909 per-beat statistics (training songs, all tracks; computed from the grid cache with
+# controls.rhythm_from_onsets): density 5th..95th percentile, and the mean number of onset
+# positions and of simultaneous onsets for each density 0..12.
+POP909_DENSITY_RANGE = (1.5, 9.0)
+POP909_POSITIONS_BY_DENSITY = np.array([0.0, 1.0, 1.75, 1.98, 2.22, 2.47, 2.7, 2.98, 3.23, 3.38, 3.47, 3.53, 3.48])
+POP909_ACCENT_BY_DENSITY = np.array([0.0, 1.0, 1.25, 2.02, 2.41, 3.11, 3.53, 3.92, 4.18, 4.56, 4.78, 5.09, 5.31])
+MAJOR_TONICS = (0, 2, 3, 5, 7, 9, 10)  # C D Eb F G A Bb: comfortable piano keys
+MINOR_TONICS = (9, 4, 2, 0, 7, 11)  # A E D C G B
+NOTE_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+SHORT_CLIP_BARS = 2  # below two bars at the fastest tempo the grid counts beats, not bars
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    tempo: float | None = None  # target BPM; the exact tempo is adjusted (a few %) so the music fills the video
+    mood: str | None = None  # one of moods.MOODS; default: estimated from the video
+    seed: int = 0
+
+
+@dataclass
+class MusicPlan:
+    bpm: float
+    n_bars: int
+    n_beats: int
+    duration_s: float
+    beat_times_s: np.ndarray  # [n_beats + 1] (the last entry = end of the music)
+    downbeat_times_s: np.ndarray
+    sections: list[dict]
+    density: np.ndarray  # requested onsets per beat
+    accent: np.ndarray  # 0..1 per beat (visual onsets, cuts)
+    motion_per_beat: np.ndarray  # 0..1 motion level per beat
+    mood: str
+    mood_source: str
+    key: str
+    key_tonic: int
+    key_mode: int
+    controls: C.BeatControls
+    velocity_base: float
+    final_beats: int
+    register_end: float
+    chords: list[str] = field(default_factory=list)  # chord name per beat, for the report / run.json
+
+    def to_json(self) -> dict:
+        return {
+            "bpm": round(float(self.bpm), 4), "n_bars": self.n_bars, "n_beats": self.n_beats,
+            "duration_s": self.duration_s, "beat_times_s": [round(float(t), 4) for t in self.beat_times_s],
+            "downbeat_times_s": [round(float(t), 4) for t in self.downbeat_times_s],
+            "sections": self.sections, "density": [round(float(x), 3) for x in self.density],
+            "accent": [round(float(x), 3) for x in self.accent],
+            "motion_per_beat": [round(float(x), 3) for x in self.motion_per_beat],
+            "mood": self.mood, "mood_source": self.mood_source, "key": self.key,
+            "velocity_base": self.velocity_base, "final_beats": self.final_beats, "chords": self.chords,
+        }
+
+
+def per_beat_mean(times: np.ndarray, values: np.ndarray, beat_times: np.ndarray) -> np.ndarray:
+    """Mean of a sampled curve over each beat interval (linear interpolation where a beat has no sample)."""
+    out = np.zeros(len(beat_times) - 1)
+    if len(times) == 0:
+        return out
+    for i in range(len(out)):
+        a, b = beat_times[i], beat_times[i + 1]
+        m = (times >= a) & (times < b)
+        out[i] = values[m].mean() if m.any() else np.interp((a + b) / 2, times, values)
+    return out
+
+
+def choose_grid(duration: float, cuts: list[float], target_bpm: float, exact_tempo: bool) -> tuple[int, int, float]:
+    """(n_bars, n_beats, bpm): whole bars filling `duration`, near target_bpm, cuts on beats/bar lines."""
+    if duration * MAX_BPM / 60 < SHORT_CLIP_BARS * BEATS_PER_BAR:  # too short for two bars: count beats
+        n_beats = max(1, int(round(duration * target_bpm / 60)))
+        return 0, n_beats, 60.0 * n_beats / duration
+    best = None
+    lo, hi = (target_bpm * 0.97, target_bpm * 1.03) if exact_tempo else (MIN_BPM, MAX_BPM)
+    for n_bars in range(1, int(duration * MAX_BPM / 240) + 2):
+        bpm = 240.0 * n_bars / duration
+        if not lo <= bpm <= hi:
+            continue
+        beat = 60.0 / bpm
+        cost = 4.0 * abs(np.log(bpm / target_bpm))
+        if cuts:
+            pos = np.asarray(cuts) / beat
+            cost += np.mean(np.abs(pos - np.round(pos)))  # 0..0.5 beats off the grid
+            cost += 0.25 * np.mean(np.minimum(pos % 4, 4 - pos % 4)) / 2  # prefer bar lines
+        if best is None or cost < best[0]:
+            best = (cost, n_bars, bpm)
+    if best is None:  # the requested tempo cannot fill the video with whole bars: nearest whole bar count
+        n_bars = max(1, int(round(duration * target_bpm / 240)))
+        return n_bars, n_bars * BEATS_PER_BAR, 240.0 * n_bars / duration
+    return best[1], best[1] * BEATS_PER_BAR, best[2]
+
+
+def section_starts(cuts: list[float], bpm: float, n_beats: int) -> list[int]:
+    """Beat indices where sections start: 0, then each cut on the nearest bar line within one beat,
+    else on the nearest beat; sections shorter than two beats are merged; long ones split every 4 bars."""
+    beat = 60.0 / bpm
+    starts = [0]
+    for c in sorted(cuts):
+        pos = c / beat
+        bar_line = round(pos / BEATS_PER_BAR) * BEATS_PER_BAR
+        b = bar_line if abs(pos - bar_line) <= 1.0 else int(round(pos))
+        if 2 <= b - starts[-1] and b <= n_beats - 2:
+            starts.append(int(b))
+    out = []
+    bounds = starts + [n_beats]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        out.append(a)
+        # split long sections into 4-bar phrases, as in the training data (phrases of 4-8 bars)
+        first_bar = -(-a // BEATS_PER_BAR) * BEATS_PER_BAR
+        k = first_bar + 4 * BEATS_PER_BAR
+        while b - a > 8 * BEATS_PER_BAR and k <= b - 4 * BEATS_PER_BAR:
+            if k - out[-1] >= 4 * BEATS_PER_BAR:
+                out.append(k)
+            k += 4 * BEATS_PER_BAR
+    return out
+
+
+def chord_name(root: int, quality: str) -> str:
+    return f"{NOTE_NAMES[root % 12]}{'' if quality == 'maj' else quality}"
+
+
+def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
+    """Fit tempo, grid, sections and per-beat controls to the analysed video (deterministic for a seed)."""
+    from bgmgen.errors import BgmgenError
+
+    rng = np.random.default_rng(options.seed)
+    duration = float(analysis.info.duration_s)
+    if options.mood:
+        if options.mood not in MOODS:
+            raise BgmgenError(f"unknown mood {options.mood!r}; choose one of {', '.join(MOODS)}")
+        mood_name, mood_source = options.mood, "user"
+    elif analysis.mood_scores:
+        mood_name, mood_source = max(analysis.mood_scores, key=analysis.mood_scores.get), analysis.mood_source
+    else:
+        mood_name, mood_source = DEFAULT_MOOD, "default"
+    mood = MOODS[mood_name]
+
+    # Motion level 0..1: absolute energy (so a calm video stays calm) blended with the per-video curve.
+    m_times = np.asarray(analysis.motion_times_s, float)
+    m_abs = np.asarray(getattr(analysis, "motion_abs", analysis.motion), float)
+    m_rel = np.asarray(analysis.motion, float)
+    abs_level = np.clip(np.log1p(m_abs) / np.log1p(20.0), 0, 1)
+    level_curve = np.clip(0.6 * abs_level + 0.4 * m_rel, 0, 1)
+    mean_level = float(level_curve.mean()) if len(level_curve) else 0.3
+
+    lo, hi = mood.bpm_range
+    target = float(options.tempo) if options.tempo else lo + (hi - lo) * mean_level
+    cuts = [float(c) for c in analysis.cuts_s if 0 < c < duration]
+    n_bars, n_beats, bpm = choose_grid(duration, cuts, target, options.tempo is not None)
+    beat_s = 60.0 / bpm
+    beat_times = np.arange(n_beats + 1) * beat_s
+    beat_times[-1] = duration
+    downbeats = beat_times[:-1][::BEATS_PER_BAR] if n_bars else beat_times[:1]
+
+    motion = per_beat_mean(m_times, level_curve, beat_times) if len(m_times) else np.full(n_beats, 0.3)
+    smooth = np.convolve(np.pad(motion, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    lo_d, hi_d = POP909_DENSITY_RANGE
+    density = np.clip((lo_d + (hi_d - lo_d) * smooth) * mood.density_scale, 0.5, 12.0)
+    d_idx = np.arange(len(POP909_POSITIONS_BY_DENSITY))
+    positions = np.interp(density, d_idx, POP909_POSITIONS_BY_DENSITY)
+
+    # Accents: visual onsets and cuts, per beat (0..1).
+    accent = np.zeros(n_beats)
+    for t, strength in analysis.onsets:
+        b = int(np.floor(t / beat_s + 0.5))
+        if 0 <= b < n_beats:
+            accent[b] = max(accent[b], float(strength))
+    starts = section_starts(cuts, bpm, n_beats) if n_bars else [0]
+    for t in cuts:
+        b = int(round(t / beat_s))
+        if 0 <= b < n_beats:
+            accent[b] = 1.0
+    for b in starts[1:]:
+        accent[b] = max(accent[b], 0.8)
+    accent_raw = np.interp(density, d_idx, POP909_ACCENT_BY_DENSITY) + 2.5 * accent
+
+    # Key, chords, register, structure.
+    tonics = MINOR_TONICS if mood.mode == "minor" else MAJOR_TONICS
+    tonic = int(tonics[rng.integers(len(tonics))])
+    key_mode = int(mood.mode == "minor")
+    chord_root = np.zeros(n_beats, np.int64)
+    chord_chroma = np.zeros((n_beats, 12), np.uint8)
+    names = []
+    beats_per_chord = BEATS_PER_BAR // mood.chords_per_bar
+    bounds = starts + [n_beats]
+    sections = []
+    register = np.zeros(n_beats, np.float32)
+    phrase_id = np.zeros(n_beats, np.int64)
+    phrase_pos = np.zeros(n_beats, np.float32)
+    melodic = np.ones(n_beats, np.float32)
+    shot_of = np.searchsorted(np.asarray(cuts), beat_times[:-1] + beat_s / 2) if cuts else np.zeros(n_beats, int)
+    reg_offsets = (0.0, 3.0, -2.0, 2.0, -1.0)
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        prog = mood.progressions[rng.integers(len(mood.progressions))]
+        for beat in range(a, b):
+            step = (beat - a) // beats_per_chord
+            offset, quality = prog[step % len(prog)]
+            root = (tonic + offset) % 12
+            chord_root[beat] = root
+            chord_chroma[beat, [(root + i) % 12 for i in QUALITY_INTERVALS[quality]]] = 1
+            names.append(chord_name(root, quality))
+        phrase_id[a:b] = k
+        phrase_pos[a:b] = np.arange(b - a) / max(b - a - 1, 1)
+        register[a:b] = mood.register + reg_offsets[k % len(reg_offsets)] + 3.0 * float(motion[a:b].mean())
+        sections.append({"start_beat": int(a), "end_beat": int(b), "start_s": round(float(beat_times[a]), 3),
+                         "end_s": round(float(beat_times[b]), 3), "shot": int(shot_of[a])})
+    if n_bars >= 16 and len(sections) >= 3:  # intro / outro, as the lower-case phrases of POP909
+        if starts[1] <= 4 * BEATS_PER_BAR:
+            melodic[: starts[1]] = 0
+        if n_beats - starts[-1] <= 4 * BEATS_PER_BAR:
+            melodic[starts[-1]:] = 0
+
+    # Cadence: dominant in the bar before the final bar, tonic in the final bar.
+    final_beats = BEATS_PER_BAR if n_bars >= 2 else max(1, min(2, n_beats // 2))
+    third = 3 if key_mode else 4
+    cadence = [((tonic + 7) % 12, (0, 4, 7, 10), "7"), (tonic, (0, third, 7), "min" if key_mode else "maj")]
+    spans = [(max(0, n_beats - final_beats - BEATS_PER_BAR), n_beats - final_beats), (n_beats - final_beats, n_beats)]
+    if n_bars < 2:
+        spans = spans[1:]
+        cadence = cadence[1:]
+    for (a, b), (root, intervals, quality) in zip(spans, cadence):
+        chord_root[a:b] = root
+        chord_chroma[a:b] = 0
+        for beat in range(a, b):
+            chord_chroma[beat, [(root + i) % 12 for i in intervals]] = 1
+            names[beat] = chord_name(root, quality)
+
+    ctl = C.BeatControls(
+        density=density.astype(np.float32), positions=positions.astype(np.float32),
+        accent=accent_raw.astype(np.float32), chord_root=chord_root, chord_chroma=chord_chroma,
+        chord_bass=chord_root.copy(), key_tonic=np.full(n_beats, tonic, np.int64),
+        key_mode=np.full(n_beats, key_mode), register=register, phrase_id=phrase_id,
+        phrase_pos=phrase_pos, melodic=melodic)
+    velocity_base = float(np.clip(62 + 18 * mean_level + {"calm": -6, "melancholic": -4, "energetic": 6,
+                                                          "tense": 4}.get(mood_name, 0), 48, 92))
+    return MusicPlan(
+        bpm=bpm, n_bars=n_bars, n_beats=n_beats, duration_s=duration, beat_times_s=beat_times,
+        downbeat_times_s=downbeats, sections=sections, density=density, accent=accent, motion_per_beat=motion,
+        mood=mood_name, mood_source=mood_source, key=f"{NOTE_NAMES[tonic]} {mood.mode}", key_tonic=tonic,
+        key_mode=key_mode, controls=ctl, velocity_base=round(velocity_base, 1), final_beats=final_beats,
+        register_end=float(mood.register), chords=names)
+
