@@ -120,6 +120,16 @@ def _audio_graph(mode: str, gain_db: float) -> str:
             f"[orig][ducked]amix=inputs=2:duration=longest:dropout_transition=0:normalize=0,{limiter}[aout]")
 
 
+def _write(video_path: Path, wav_path: Path, tmp: Path, name: str, mode: str, video_args: list[str],
+           duration: float) -> None:
+    args = ["-i", _file_arg(video_path), "-i", _file_arg(wav_path),
+            "-filter_complex", _audio_graph(mode, MUSIC_GAIN_DB[mode]),
+            "-map", "0:V:0", "-map", "[aout]", *video_args, *AUDIO_CODEC, "-ar", str(SAMPLE_RATE), "-ac", "2",
+            "-t", f"{duration:.6f}", "-map_metadata", "0", "-map_chapters", "-1", "-movflags", "+faststart",
+            "-max_muxing_queue_size", "4096"]
+    _ffmpeg([*args, "-f", "mp4", "-y", _file_arg(tmp)], f"writing {name} (mix {mode})", video_path)
+
+
 def mux(video_path, wav_path, out_path, info, mode: str) -> dict:
     """Write `out_path` (MP4): the video of `video_path` with the music of `wav_path` mixed per `mode`.
 
@@ -150,14 +160,18 @@ def mux(video_path, wav_path, out_path, info, mode: str) -> dict:
         video_args = ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", *REENCODE_VIDEO, "-fps_mode", "vfr"]
         out_codec = "h264"
         notes.append(f"video re-encoded from {codec or 'unknown codec'} to H.264 (MP4 cannot carry it as is)")
-    gain_db = MUSIC_GAIN_DB[mode_used]
-    args = ["-i", _file_arg(video_path), "-i", _file_arg(wav_path),
-            "-filter_complex", _audio_graph(mode_used, gain_db),
-            "-map", "0:V:0", "-map", "[aout]", *video_args, *AUDIO_CODEC, "-ar", str(SAMPLE_RATE), "-ac", "2",
-            "-t", f"{duration:.6f}", "-map_metadata", "0", "-map_chapters", "-1", "-movflags", "+faststart",
-            "-max_muxing_queue_size", "4096"]
     with atomic_path(out_path) as tmp:
-        _ffmpeg([*args, "-f", "mp4", "-y", _file_arg(tmp)], f"writing {out_path.name} (mix {mode_used})", video_path)
+        try:
+            _write(video_path, wav_path, tmp, out_path.name, mode_used, video_args, duration)
+        except BgmgenError as err:
+            if mode_used == "replace":
+                raise
+            # The original audio exists but cannot be decoded or mixed: the music alone still gives
+            # the user a scored video, and the note says why their sound is missing.
+            reason = str(err).split(": ", 2)[-1]
+            notes.append(f"original audio could not be mixed ({reason[:120]}); music only")
+            mode_used = "replace"
+            _write(video_path, wav_path, tmp, out_path.name, mode_used, video_args, duration)
         out_duration, streams = _probe_duration(tmp)
         kinds = {s.get("codec_type") for s in streams}
         if "video" not in kinds or "audio" not in kinds:
@@ -171,7 +185,7 @@ def mux(video_path, wav_path, out_path, info, mode: str) -> dict:
         "video_copied": copy_video,
         "video_codec": out_codec,
         "audio_codec": "aac",
-        "music_gain_db": gain_db,
+        "music_gain_db": MUSIC_GAIN_DB[mode_used],
         "duration_s": out_duration,
         "note": "; ".join(notes) or None,
         "mux_s": round(time.perf_counter() - t0, 3),

@@ -300,6 +300,14 @@ def test_mux_mkv_with_51_audio_and_an_awkward_path(music_wav, tmp_path):
     assert _band_db(y, ORIG_HZ) > _band_db(y, MUSIC_HZ) - 30  # the original is in the mix
 
 
+def test_mix_falls_back_to_music_only_when_the_original_cannot_be_mixed(videos, music_wav, tmp_path):
+    info = _probe(videos["plain.mp4"])
+    info.has_audio = True  # as if the probe had seen an audio stream ffmpeg cannot use
+    res = mux_mod.mux(videos["plain.mp4"], music_wav, tmp_path / "o.mp4", info, "duck")
+    assert res["mode_used"] == "replace" and "could not be mixed" in res["note"]
+    assert _probe(tmp_path / "o.mp4").audio_codec == "aac"
+
+
 def test_rotation_metadata_is_real(videos):
     assert _probe(videos["rotated.mp4"]).rotation in (90, -90, 270)
 
