@@ -308,6 +308,24 @@ def test_mix_falls_back_to_music_only_when_the_original_cannot_be_mixed(videos, 
     assert _probe(tmp_path / "o.mp4").audio_codec == "aac"
 
 
+def test_mux_nonzero_start_pts_keeps_sync(tmp_path):
+    """MPEG-TS starts at 1.4 s, and here the audio starts 0.5 s after the video: the output starts at 0
+    and the original sound stays where it was relative to the picture."""
+    src = tmp_path / "late.ts"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=4", "-itsoffset", "0.5", "-f", "lavfi",
+            "-i", f"sine=f={ORIG_HZ}:d=3.5,volume=enable='lt(t,2)':volume=0", "-c:v", "libx264",
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", str(src))
+    info = _probe(src)
+    assert info.start_time_s > 1.0
+    silence = tmp_path / "silence.wav"
+    _write_wav(silence, np.zeros(int(info.duration_s * SAMPLE_RATE)))
+    res = mux_mod.mux(src, silence, tmp_path / "out.mp4", info, "keep")
+    assert res["video_copied"] and abs(res["duration_s"] - info.duration_s) <= 0.1
+    y = _decode_mono(tmp_path / "out.mp4")
+    onset = np.argmax(np.abs(y) > 0.01) / SAMPLE_RATE
+    assert onset == pytest.approx(2.5, abs=0.05)  # 0.5 s offset + 2 s of silence in the tone
+
+
 def test_rotation_metadata_is_real(videos):
     assert _probe(videos["rotated.mp4"]).rotation in (90, -90, 270)
 
