@@ -246,6 +246,32 @@ def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool) 
 # ----------------------------------------------------------------------------- measurement
 
 
+PCM16_SCALE = 32767.0
+CHUNK = 1 << 20  # samples per chunk when walking long renders (keeps temporaries small)
+
+
+def _as_2d(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    return audio[:, None] if audio.ndim == 1 else audio
+
+
+def _float64(audio: np.ndarray, lo: int, hi: int, ch=slice(None)) -> np.ndarray:
+    """audio[lo:hi, ch] as float64 in [-1, 1] (16-bit PCM is scaled), without converting the whole array."""
+    seg = audio[lo:hi, ch].astype(np.float64)
+    if audio.dtype == np.int16:
+        seg /= PCM16_SCALE
+    return seg
+
+
+def _sample_magnitude(audio: np.ndarray) -> np.ndarray:
+    """max |sample| over channels, per sample, as float32 (computed chunk by chunk)."""
+    mag = np.empty(len(audio), dtype=np.float32)
+    for lo in range(0, len(audio), CHUNK):
+        hi = min(len(audio), lo + CHUNK)
+        mag[lo:hi] = np.abs(_float64(audio, lo, hi)).max(axis=1)
+    return mag
+
+
 def _k_weighting_coeffs(rate: int):
     from pyloudnorm.iirfilter import IIRfilter  # noqa: PLC0415
 
@@ -261,9 +287,7 @@ def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int =
     """
     from scipy.signal import lfilter, lfilter_zi  # noqa: PLC0415
 
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 1:
-        audio = audio[:, None]
+    audio = _as_2d(audio)
     block = int(round(LOUDNESS_BLOCK_S * rate))
     hop = int(round(LOUDNESS_HOP_S * rate))
     if len(audio) < block:
@@ -279,7 +303,7 @@ def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int =
         states = [lfilter_zi(b, a) * 0.0 for b, a, _ in coeffs]
         carry = np.zeros(0)
         for start in range(0, n_hops * hop, chunk):
-            seg = audio[start:min(start + chunk, n_hops * hop), ch].astype(np.float64)
+            seg = _float64(audio, start, min(start + chunk, n_hops * hop), ch)
             for i, (b, a, g) in enumerate(coeffs):
                 seg, states[i] = lfilter(b, a, seg, zi=states[i])
                 seg = seg * g
@@ -316,13 +340,11 @@ def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, bl
     pathological, near-Nyquist signals), which keeps this fast and memory-light on long renders."""
     from scipy.signal import resample_poly  # noqa: PLC0415
 
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 1:
-        audio = audio[:, None]
+    audio = _as_2d(audio)
     n = len(audio)
     if n == 0:
         return float("-inf")
-    mag = np.abs(audio).max(axis=1)
+    mag = _sample_magnitude(audio)
     sample_peak = float(mag.max())
     if sample_peak <= 0:
         return float("-inf")
@@ -339,7 +361,7 @@ def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, bl
             continue
         s0, s1 = run_start * block, min(n, (b + 1) * block)
         lo, hi = max(0, s0 - pad), min(n, s1 + pad)
-        up = resample_poly(audio[lo:hi].astype(np.float64), oversample, 1, axis=0)
+        up = resample_poly(_float64(audio, lo, hi), oversample, 1, axis=0)
         peak = max(peak, float(np.abs(up[(s0 - lo) * oversample:(s1 - lo) * oversample]).max(initial=0.0)))
         run_start = None
     return 20.0 * np.log10(peak)
@@ -364,30 +386,55 @@ def _apply_fades(audio: np.ndarray, fade_in_s: float, fade_out_s: float) -> None
 
 
 def _limit(audio: np.ndarray, ceiling_lin: float) -> np.ndarray:
-    """Look-ahead peak limiter: the gain never lets |sample| exceed `ceiling_lin`; ramps over 5 ms,
-    holds 50 ms. Returns a new array; unchanged if nothing exceeds the ceiling."""
+    """Look-ahead peak limiter, in place on float audio: the gain never lets |sample| exceed
+    `ceiling_lin`; ramps over 5 ms, holds 50 ms. Returns `audio`; unchanged below the ceiling.
+
+    Gain at i = min(need) over [i - hold, i + look] (a centred minimum, shifted right), so a dip
+    starts `look` samples before a peak and lasts `hold` after it; a centred moving average of
+    radius look // 2 then ramps it smoothly and still keeps gain[i] <= need[i]. Computed in chunks
+    with enough context that the result equals the whole-array computation."""
     from scipy.ndimage import minimum_filter1d, uniform_filter1d  # noqa: PLC0415
 
-    peak = np.abs(audio).max(axis=1)
-    if peak.max(initial=0.0) <= ceiling_lin:
-        return audio
-    need = np.minimum(1.0, ceiling_lin / np.maximum(peak, 1e-12)).astype(np.float32)
+    n = len(audio)
     look = max(1, int(LIMITER_LOOKAHEAD_S * SAMPLE_RATE))
     hold = max(look, int(LIMITER_HOLD_S * SAMPLE_RATE))
-    # Gain at i = min(need) over [i - hold, i + look]: a dip starts `look` samples before a peak and
-    # lasts `hold` after it (a centred minimum, shifted right). The centred moving average of radius
-    # look // 2 then keeps gain[i] <= need[i] while ramping smoothly.
     half = (hold + look + 1) // 2
     shift = (hold - look) // 2
-    centred = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
-    gain = np.concatenate([np.full(shift, centred[0], dtype=np.float32), centred[: len(centred) - shift]])
-    gain = uniform_filter1d(gain, size=2 * (look // 2) + 1, mode="nearest")
-    gain = np.minimum(gain, need)  # exact guarantee after float rounding
-    return audio * gain[:, None]
+    radius = look // 2
+    margin = half + shift + radius + 1
+    gain = np.ones(n, dtype=np.float32)
+    limited = False
+    for lo in range(0, n, CHUNK):  # gains from the untouched signal first, then apply
+        hi = min(n, lo + CHUNK)
+        a, b = max(0, lo - margin), min(n, hi + margin)
+        need = _sample_magnitude(audio[a:b])
+        if need.max(initial=0.0) <= ceiling_lin:
+            continue
+        limited = True
+        np.maximum(need, 1e-12, out=need)
+        np.divide(np.float32(ceiling_lin), need, out=need)
+        np.minimum(need, 1.0, out=need)
+        g = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
+        if shift:
+            g[shift:] = g[:-shift].copy()
+            g[:shift] = g[shift]
+        g = uniform_filter1d(g, size=2 * radius + 1, mode="nearest")
+        np.minimum(g, need, out=g)  # exact guarantee after float rounding
+        gain[lo:hi] = g[lo - a:hi - a]
+    if limited:
+        for lo in range(0, n, CHUNK):
+            audio[lo:lo + CHUNK] *= gain[lo:lo + CHUNK, None]
+    return audio
 
 
 def _to_pcm16(audio: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+    pcm = np.empty(audio.shape, dtype=np.int16)
+    for lo in range(0, len(audio), CHUNK):
+        seg = audio[lo:lo + CHUNK] * np.float32(PCM16_SCALE)
+        np.round(seg, out=seg)
+        np.clip(seg, -32768, 32767, out=seg)
+        pcm[lo:lo + CHUNK] = seg
+    return pcm
 
 
 def _normalise(audio: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> tuple[np.ndarray, dict]:
@@ -397,8 +444,8 @@ def _normalise(audio: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> tu
     if not np.isfinite(lufs):
         return _to_pcm16(audio), info
     ceiling_lin = 10.0 ** ((ceiling_dbtp - SAMPLE_PEAK_MARGIN_DB) / 20.0)
-    gain_db = target_lufs - lufs
-    out = audio * np.float32(10.0 ** (gain_db / 20.0))
+    out = audio  # processed in place: a 10-minute render is 200 MB of float32
+    out *= np.float32(10.0 ** ((target_lufs - lufs) / 20.0))
     # Limiting lowers the loudness a little: top the gain up and limit again, ending on a limit.
     for _ in range(LIMITER_PASSES):
         if true_peak_dbtp(out) <= ceiling_dbtp:
@@ -408,16 +455,16 @@ def _normalise(audio: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> tu
         shortfall = target_lufs - integrated_loudness(out)
         if shortfall < LOUDNESS_TOLERANCE_LU:
             break
-        out = out * np.float32(10.0 ** (shortfall / 20.0))
+        out *= np.float32(10.0 ** (shortfall / 20.0))
     else:
         if info["limited"]:
             out = _limit(out, ceiling_lin)  # the passes ran out on a top-up: end on a limit
     pcm = _to_pcm16(out)
     for _ in range(10):  # the guarantee: true peak of the written samples <= ceiling
-        tp = true_peak_dbtp(pcm.astype(np.float32) / 32767.0)
+        tp = true_peak_dbtp(pcm)
         if tp <= ceiling_dbtp:
             break
-        out = out * np.float32(10.0 ** ((ceiling_dbtp - tp - 0.05) / 20.0))
+        out *= np.float32(10.0 ** ((ceiling_dbtp - tp - 0.05) / 20.0))
         pcm = _to_pcm16(out)
     info["true_peak_dbtp"] = tp
     return pcm, info
@@ -442,9 +489,9 @@ def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions =
     audio = _synthesize(midi_path, soundfont, n_samples, options.reverb)
     _apply_fades(audio, options.fade_in_s, options.fade_out_s)
     pcm, info = _normalise(audio, options.target_lufs, options.true_peak_dbtp)
-    written = pcm.astype(np.float32) / 32767.0
-    lufs = integrated_loudness(written)
-    tp = info["true_peak_dbtp"] if "true_peak_dbtp" in info else true_peak_dbtp(written)
+    del audio
+    lufs = integrated_loudness(pcm)
+    tp = info["true_peak_dbtp"] if "true_peak_dbtp" in info else true_peak_dbtp(pcm)
     with atomic_path(wav_path) as tmp:
         wavfile.write(tmp, SAMPLE_RATE, pcm)
     return {

@@ -194,9 +194,24 @@ def test_limiter_keeps_the_ceiling():
     x = np.zeros((SAMPLE_RATE, 2), np.float32)
     x[:, 0] = 0.1 * np.sin(np.arange(SAMPLE_RATE) * 0.05)
     x[20000:20100] = 0.9  # a loud spike
-    out = render._limit(x, 0.5)
+    out = render._limit(x.copy(), 0.5)
     assert np.abs(out).max() <= 0.5 + 1e-6
-    assert np.allclose(out[:15000], x[:15000])  # far from the spike nothing changes
+    assert np.array_equal(out[:15000], x[:15000])  # far from the spike nothing changes
+    assert np.abs(out[20000:20100]).max() > 0.45  # the spike is limited, not muted
+    quiet = 0.3 * x
+    assert np.array_equal(render._limit(quiet.copy(), 0.5), quiet)  # below the ceiling: untouched
+
+
+def test_chunked_processing_equals_whole_array(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = (0.2 * rng.standard_normal((200_000, 2))).astype(np.float32)
+    monkeypatch.setattr(render, "CHUNK", 1 << 30)
+    whole = render._limit(x.copy(), 0.5), render.true_peak_dbtp(x), render.integrated_loudness(x)
+    monkeypatch.setattr(render, "CHUNK", 30_011)  # boundaries everywhere, off every grid
+    chunked = render._limit(x.copy(), 0.5), render.true_peak_dbtp(x), render.integrated_loudness(x, chunk=30_011)
+    assert np.array_equal(whole[0], chunked[0]) and np.abs(chunked[0]).max() <= 0.5
+    assert whole[1] == pytest.approx(chunked[1], abs=1e-9)
+    assert whole[2] == pytest.approx(chunked[2], abs=1e-9)
 
 
 def test_find_soundfont_order_and_licence_filter(tmp_path, monkeypatch):
