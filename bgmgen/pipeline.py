@@ -126,7 +126,10 @@ def make_console(quiet: bool = False):
                            errors="replace")
     except (OSError, ValueError, AttributeError):  # no real fd (e.g. an embedding host)
         stream = sys.stderr
-    return Console(file=stream, quiet=quiet, highlight=False)
+    console = Console(file=stream, quiet=quiet, highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs and pipes: do not fold the summary at 80
+    return console
 
 
 def say_error(console, msg: str) -> None:
@@ -854,6 +857,7 @@ def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
                     fresh, ident = up_to_date(job, fingerprint)
                     if fresh:
                         job.status, job.message = UP_TO_DATE, str(job.out_dir)
+                        job.summary = _summary_from_run_json(job.out_dir / RUN_JSON)
                         say(console, f"up to date: {_escape(str(job.out_dir))} (use --force to score again)")
                         continue
                 with native_output_sink(not opts.debug):
@@ -889,6 +893,16 @@ def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
                 progress.advance(task)
 
 
+def _summary_from_run_json(path: Path) -> dict:
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        plan = run.get("plan") or {}
+        return {"duration_s": (run.get("video") or {}).get("duration_s"), "bpm": plan.get("bpm"),
+                "key": plan.get("key"), "mood": plan.get("mood"), "mix": (run.get("mix") or {}).get("mode", "")}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def _message_for(job: Job, err: BaseException) -> str:
     msg = _one_line(err)
     if job.path is not None and job.path.name not in msg and str(job.path) not in msg:
@@ -901,9 +915,12 @@ def _print_summary(jobs: list[Job], console) -> None:
         return
     from rich.table import Table
 
-    table = Table(title="bgmgen score", show_lines=False)
-    for col in ("input", "status", "length", "tempo", "key / mood", "mix", "time", "output / reason"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="bgmgen score", title_justify="left")
+    table.add_column("input", overflow="fold", max_width=36)
+    table.add_column("status", no_wrap=True)
+    for col in ("length", "tempo", "key / mood", "mix", "time"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("output / reason", overflow="fold")
     colours = {SCORED: "green", UP_TO_DATE: "cyan", REJECTED: "red", FAILED: "red"}
     for job in jobs:
         s = job.summary or {}
@@ -911,9 +928,23 @@ def _print_summary(jobs: list[Job], console) -> None:
         bpm = f"{s['bpm']:.1f}" if isinstance(s.get("bpm"), (int, float)) else ""
         key = " / ".join(str(x) for x in (s.get("key"), s.get("mood")) if x)
         name = job.path.name if job.path is not None else job.source
+        if job.status in (SCORED, UP_TO_DATE) and job.out_dir is not None:
+            detail = _short_path(job.out_dir)
+        else:  # the reason without the input's path (already in the first column)
+            detail = job.message
+            if job.path is not None:
+                detail = detail.replace(f"{job.path}: ", "", 1)
         table.add_row(_escape(name), f"[{colours.get(job.status, 'white')}]{job.status}[/]", dur, bpm,
                       _escape(key), s.get("mix", ""), f"{job.seconds:.1f} s" if job.seconds else "",
-                      _escape(job.message))
+                      _escape(detail))
     console.print(table)
     counts = {st: sum(j.status == st for j in jobs) for st in (SCORED, UP_TO_DATE, REJECTED, FAILED)}
-    console.print(", ".join(f"{n} {st}" for st, n in counts.items() if n))
+    console.print(", ".join(f"{n} {st}" for st, n in counts.items() if n), soft_wrap=True)
+
+
+def _short_path(path: Path) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if not rel.startswith("../..") else str(path)

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Benchmark `bgmgen score` on a 60 s 720p video: wall time per stage and peak memory.
+
+    .venv/bin/python scripts/bench_score.py                 # synthesises a 60 s 1280x720 30 fps clip
+    .venv/bin/python scripts/bench_score.py --video my.mp4  # or any video
+    .venv/bin/python scripts/bench_score.py --runs 3        # median of several runs (fresh process each)
+
+Each run is a fresh `bgmgen score --no-cache --force --quiet` process (offline default path: the
+analysis cache is bypassed so every stage really runs), measured from outside: wall time of the whole
+command (imports and model loading included), the per-stage timings it records in run.json, and the
+peak resident memory of the bgmgen process (ru_maxrss of the child; ffmpeg children are reported
+separately). Target on the project's 2-core machine: <= 15 s wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_bench_video(path: Path, duration: float = 60.0, size=(1280, 720), fps: int = 30) -> Path:
+    """60 s, 720p: 12 shots of 5 s with hard cuts, alternating still and moving, pink-noise speech-like
+    sound on half of it (so the duck path is exercised)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from media import make_video  # the tests' lavfi generator
+
+        n = 12
+        cuts = [duration * i / n for i in range(1, n)]
+        return make_video(path, duration=duration, size=size, fps=fps, cuts=cuts, audio="speech")
+    finally:
+        sys.path.pop(0)
+
+
+def bgmgen_cmd() -> list[str]:
+    exe = REPO / ".venv" / "bin" / "bgmgen"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("bgmgen")
+    return [found] if found else [sys.executable, "-m", "bgmgen"]
+
+
+def one_run(video: Path, out: Path, extra: list[str]) -> dict:
+    """Run one scoring process; return wall time, child peak RSS and run.json timings."""
+    cmd = [*bgmgen_cmd(), "score", str(video), "--out", str(out), "--no-cache", "--force", "--quiet", *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    # wait4 gives the rusage of exactly this child (its own peak RSS; ffmpeg grandchildren are not in it).
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stdout.close(), proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: bgmgen score failed (exit {proc.returncode}):\n{stderr}")
+    run = json.loads((out / video.stem / "run.json").read_text())
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "timings": run["timings_s"],
+            "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+            "fallbacks": run.get("fallbacks", {}), "bpm": run["plan"].get("bpm"),
+            "cuts": len(run["analysis"].get("cuts_s", [])), "duration_s": run["video"]["duration_s"]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", type=Path, help="video to score (default: a synthesised 60 s 720p clip)")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("extra", nargs="*", help="extra `bgmgen score` flags (after --)")
+    args = ap.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="bgmgen-bench-"))
+    try:
+        video = args.video
+        if video is None:
+            t0 = time.perf_counter()
+            video = make_bench_video(work / "bench60.mp4")
+            print(f"made {video} in {time.perf_counter() - t0:.1f} s")
+        runs = [one_run(video.resolve(), work / "out", args.extra) for _ in range(args.runs)]
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    stages = [k for k in runs[0]["timings"] if k != "total"]
+    med = lambda key: statistics.median(r["timings"].get(key, 0.0) for r in runs)  # noqa: E731
+    print(f"\nvideo: {video.name}, {runs[0]['duration_s']:.1f} s, {runs[0]['cuts']} cuts found, "
+          f"{runs[0]['bpm']} BPM; {len(runs)} run(s), median shown")
+    print(f"{'stage':34s} {'seconds':>8s}")
+    for key in stages:
+        print(f"{key:34s} {med(key):8.2f}")
+    print(f"{'pipeline total (run.json)':34s} {med('total'):8.2f}")
+    wall = statistics.median(r["wall_s"] for r in runs)
+    print(f"{'wall, whole command':34s} {wall:8.2f}   (target <= 15 s)")
+    print(f"{'CPU time (user+sys, all children)':34s} {statistics.median(r['cpu_s'] for r in runs):8.2f}")
+    print(f"{'peak RSS of bgmgen (MB)':34s} {max(r['peak_rss_mb'] for r in runs):8.0f}")
+    if runs[0]["fallbacks"]:
+        print("fallbacks: " + "; ".join(f"{k}: {v}" for k, v in runs[0]["fallbacks"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
