@@ -80,10 +80,13 @@ def _decord():
 
 
 def _first_line(err: BaseException | str) -> str:
-    text = str(err).strip().splitlines()
-    # decord prefixes messages with "[hh:mm:ss] file.cc:line:"; keep the last informative part.
-    line = text[-1] if text else type(err).__name__ if isinstance(err, BaseException) else ""
-    return line.split("] ")[-1][:160]
+    import re
+
+    # decord prefixes messages with "[hh:mm:ss] /path/file.cc:123: " (sometimes twice): drop those.
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(err)).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("Stack trace")]
+    line = lines[0] if lines else (type(err).__name__ if isinstance(err, BaseException) else "")
+    return line[:160]
 
 
 # ---------------------------------------------------------------------------------------------- decord

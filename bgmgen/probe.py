@@ -12,6 +12,7 @@ display-matrix side data, else the legacy `rotate` tag).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -136,6 +137,23 @@ def _first_frame_decodes(path: str) -> bool:
 
 
 def probe(path) -> VideoInfo:
+    """VideoInfo of `path`, or an InputError; memoised per (path, size, mtime) within the process."""
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = None
+    if stamp is not None and os.path.isfile(path):
+        return _probe_cached(str(path), *stamp)
+    return _probe(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
+    return _probe(path)
+
+
+def _probe(path) -> VideoInfo:
     p = Path(path)
     name = str(p)
     if not p.exists():
