@@ -309,7 +309,16 @@ def writable_location(folder: Path) -> str | None:
 def input_identity(path: Path, sha256: str | None = None) -> dict:
     st = path.stat()
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": sha256 if sha256 is not None else sha256_file(path)}
+            "sha256": sha256 if sha256 is not None else _content_sha256(path)}
+
+
+def _content_sha256(path: Path) -> str:
+    """sha256 of the input, through the analysis stage's per-process memo (hashed once per run)."""
+    try:
+        from bgmgen.analysis import content_hash
+    except ImportError:
+        return sha256_file(path)
+    return content_hash(path)
 
 
 def up_to_date(job: Job, fingerprint: dict) -> tuple[bool, dict | None]:
