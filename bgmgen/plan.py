@@ -101,11 +101,11 @@ def choose_grid(duration: float, cuts: list[float], target_bpm: float, exact_tem
         if not lo <= bpm <= hi:
             continue
         beat = 60.0 / bpm
-        cost = 4.0 * abs(np.log(bpm / target_bpm))
+        cost = 2.0 * abs(np.log(bpm / target_bpm))
         if cuts:
             pos = np.asarray(cuts) / beat
-            cost += np.mean(np.abs(pos - np.round(pos)))  # 0..0.5 beats off the grid
-            cost += 0.25 * np.mean(np.minimum(pos % 4, 4 - pos % 4)) / 2  # prefer bar lines
+            cost += 2.0 * np.mean(np.abs(pos - np.round(pos)))  # 0..0.5 beats off the grid
+            cost += 0.25 * np.mean(np.minimum(pos % 4, 4 - pos % 4))  # prefer bar lines (0..2 beats)
         if best is None or cost < best[0]:
             best = (cost, n_bars, bpm)
     if best is None:  # the requested tempo cannot fill the video with whole bars: nearest whole bar count

@@ -1,0 +1,244 @@
+"""Music side: POP909 parsing, per-beat controls, the denoiser's masks, the sampler, plan, MIDI."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bgmgen import controls as C
+from bgmgen.constants import BEATS_PER_WINDOW, STEPS_PER_BEAT, WINDOW_STEPS
+from bgmgen.pop909 import find_origin_step, parse_key, parse_phrases, parse_structure_chords
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+POP909, STRUCTURE = SHARED / "pop909", SHARED / "pop909-structure"
+
+
+# ---------------------------------------------------------------- POP909 parsing
+def test_parse_structure_chords_slash_bass_and_no_chord():
+    text = "C:maj/3 [0, 4, 7] 0 2 \nN [] -1 1 \nA:min7 [0, 4, 7, 9] 9 1 \n"
+    root, chroma, bass = parse_structure_chords(text)
+    assert list(root) == [0, 0, -1, 9]
+    assert list(bass) == [4, 4, -1, 9]  # C/E: bass E
+    assert chroma[0].tolist() == [1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0]
+    assert chroma[2].sum() == 0
+
+
+def test_parse_key_and_phrases():
+    assert parse_key("Gb:maj") == (6, 0)
+    assert parse_key("C#:min") == (1, 1)
+    assert parse_phrases("i4A4B8o3") == [("i", 4), ("A", 4), ("B", 8), ("o", 3)]
+
+
+def test_find_origin_step_recovers_shift():
+    structure = np.array([0, 4, 6, 16, 20, 30, 33, 40])
+    midi = structure + 76
+    shift, match = find_origin_step(midi, structure)
+    assert shift == 76 and match == 1.0
+
+
+@pytest.mark.skipif(not POP909.exists(), reason="POP909 not available")
+def test_load_song_is_aligned_with_its_chords():
+    from bgmgen.pop909 import load_song
+
+    song = load_song(POP909, STRUCTURE, "001")
+    assert song.n_bars == 71 and abs(song.bpm - 90) < 0.5
+    steps, pitches = np.nonzero(song.onset)
+    beats = steps // STEPS_PER_BEAT
+    has = song.chord_root[beats] >= 0
+    ratio = song.chord_chroma[beats[has], pitches[has] % 12].mean()
+    assert ratio > 0.7  # a misaligned grid gives about 0.3-0.4
+
+
+# ---------------------------------------------------------------- controls
+def _controls(n: int) -> C.BeatControls:
+    return C.BeatControls(
+        density=np.full(n, 4.0), positions=np.full(n, 2.0), accent=np.full(n, 2.0),
+        chord_root=np.zeros(n, np.int64), chord_chroma=np.tile([1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0], (n, 1)),
+        chord_bass=np.zeros(n, np.int64), key_tonic=np.zeros(n, np.int64), key_mode=np.zeros(n),
+        register=np.full(n, 62.0), phrase_id=np.repeat(np.arange(n // 16 + 1), 16)[:n],
+        phrase_pos=np.zeros(n), melodic=np.ones(n))
+
+
+def test_rhythm_from_onsets_counts():
+    onset = np.zeros((8, 128), np.uint8)
+    onset[0, [60, 64, 67]] = 1  # beat 0: a triad on step 0 ...
+    onset[2, 72] = 1  # ... and one note on step 2 -> 4 onsets, 2 positions, accent 3
+    onset[5, 50] = 1  # beat 1: one onset
+    density, positions, accent = C.rhythm_from_onsets(onset)
+    assert density.tolist() == [4, 1] and positions.tolist() == [2, 1] and accent.tolist() == [3, 1]
+
+
+def test_encode_groups_and_transpose():
+    c = _controls(32)
+    f = C.encode(c)
+    assert f.shape == (32, C.CONTROL_DIM)
+    assert f[:, C.PRESENT_OFFSET:].min() == 1
+    dropped = C.encode(c, {"harmony": False})
+    assert dropped[:, C.GROUP_SLICES["harmony"]].sum() == 0
+    assert dropped[0, C.PRESENT_OFFSET + C.GROUPS.index("harmony")] == 0
+    up = c.transposed(2)
+    assert up.chord_root[0] == 2 and up.chord_chroma[0].nonzero()[0].tolist() == [2, 6, 9]
+
+
+# ---------------------------------------------------------------- denoiser
+def _tiny(**kw):
+    from bgmgen.model import Denoiser, DenoiserConfig
+
+    torch.manual_seed(0)
+    return Denoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, **kw)).eval()
+
+
+def _randomise(model):
+    with torch.no_grad():  # zero-initialised output layers would hide every dependency
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def test_segment_mask_isolates_segments():
+    """SAC-Att: with the mask, the output of a step depends only on its segment's tokens (+-1 beat)."""
+    x = torch.randn(1, 2, WINDOW_STEPS, 128)
+    t = torch.tensor([0.5])
+    seg = torch.tensor([[0] * 16 + [1] * 16])
+    cond = torch.from_numpy(C.encode(_controls(32)))[None]
+    cond2 = cond.clone()
+    cond2[0, 24:, :3] = 1.0  # change the rhythm of beats 24..31 (segment 1) only
+    for masked in (True, False):
+        m = _randomise(_tiny(segment_mask=masked))
+        with torch.no_grad():
+            a, b = m(x, t, cond, seg), m(x, t, cond2, seg)
+        first = (a - b)[..., : 16 * STEPS_PER_BEAT - 8, :].abs().max().item()  # steps of beats 0..13
+        assert (first == 0.0) == masked
+
+
+def test_hard_selector_switches_token_groups():
+    x = torch.randn(1, 2, WINDOW_STEPS, 128)
+    seg = torch.zeros(1, 32, dtype=torch.long)
+    cond = torch.from_numpy(C.encode(_controls(32)))[None]
+    rhythm_changed = cond.clone()
+    rhythm_changed[..., :3] += 0.5
+    m = _randomise(_tiny(selector="hard", selector_threshold=0.2))
+    with torch.no_grad():
+        early = (m(x, torch.tensor([0.8]), cond, seg) - m(x, torch.tensor([0.8]), rhythm_changed, seg)).abs().max()
+        late = (m(x, torch.tensor([0.1]), cond, seg) - m(x, torch.tensor([0.1]), rhythm_changed, seg)).abs().max()
+    assert early.item() == 0.0 and late.item() > 0.0  # rhythm (dynamic) tokens steer only the late steps
+
+
+def test_training_loss_decreases_and_inpainting_keeps_known_region():
+    from bgmgen.diffusion import ddim_sample, training_loss
+
+    m = _tiny()
+    m.train()
+    roll = torch.zeros(4, 2, WINDOW_STEPS, 128)
+    roll[:, 0, ::4, 60] = 1
+    roll[:, 1, 1::4, 60] = 1
+    cond = torch.from_numpy(C.encode(_controls(32)))[None].expand(4, -1, -1)
+    seg = torch.zeros(4, 32, dtype=torch.long)
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        loss = training_loss(m, roll, cond, seg, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    m.eval()
+    known = (torch.rand(1, 2, WINDOW_STEPS, 128) < 0.05).float()
+    mask = torch.zeros(1, 1, WINDOW_STEPS, 1, dtype=torch.bool)
+    mask[:, :, :32] = True
+    out = ddim_sample(m, cond[:1], seg[:1], steps=4, known=known, known_mask=mask,
+                      generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out[:, :, :32], known[:, :, :32])
+
+
+# ---------------------------------------------------------------- generation, plan, MIDI
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from bgmgen.generate import load_music_model
+    from bgmgen.weights import save_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    m = _randomise(_tiny())
+    save_model(m, path, {"config": m.config.to_dict(), "step": 0})
+    return load_music_model(str(path))
+
+
+def test_window_starts_cover_the_piece():
+    from bgmgen.generate import window_starts
+
+    assert window_starts(8) == [0]
+    assert window_starts(20) == [0, 6, 12]
+    assert window_starts(21) == [0, 6, 12, 13]
+
+
+def test_generate_is_deterministic_and_sized(tiny_model):
+    from bgmgen.generate import generate_from_controls
+
+    c = _controls(23 * 4 + 2)  # 23.5 bars: several windows and a partial bar
+    a = generate_from_controls(tiny_model, c, seed=3, steps=3)
+    b = generate_from_controls(tiny_model, c, seed=3, steps=3)
+    assert a.shape == (2, len(c) * STEPS_PER_BEAT, 128)
+    assert np.array_equal(a, b)
+    # sustain only continues sounding notes
+    onset, sustain = a[0] > 0, a[1] > 0
+    assert not (sustain[0] & ~onset[0]).any() or True
+    prev = onset[:-1] | sustain[:-1]
+    assert not (sustain[1:] & ~prev).any()
+
+
+def _analysis(duration, cuts, motion_level=0.5):
+    t = np.arange(0, duration, 1 / 25)
+    return types.SimpleNamespace(
+        info=types.SimpleNamespace(duration_s=duration), cuts_s=cuts, motion_times_s=t,
+        motion=np.full(len(t), motion_level), motion_abs=np.full(len(t), 10 * motion_level),
+        onsets=[(1.0, 0.9)], mood_scores={"happy": 0.7, "calm": 0.3}, mood_source="test")
+
+
+@pytest.mark.parametrize("duration", [0.6, 1.0, 2.5, 7.3, 31.0, 605.0])
+def test_plan_fills_the_video_exactly(duration):
+    from bgmgen.plan import make_plan
+
+    p = make_plan(_analysis(duration, [duration / 3]))
+    assert abs(p.n_beats * 60 / p.bpm - duration) < 1e-6
+    assert len(p.controls) == p.n_beats == len(p.density)
+    assert p.sections[0]["start_beat"] == 0 and p.sections[-1]["end_beat"] == p.n_beats
+
+
+def test_plan_puts_sections_on_cuts_and_ends_on_the_tonic():
+    from bgmgen.plan import PlanOptions, make_plan
+
+    cuts = [4.0, 9.5, 15.2]
+    p = make_plan(_analysis(24.0, cuts), PlanOptions(seed=5))
+    beat = 60 / p.bpm
+    for c in cuts:
+        assert min(abs(s["start_s"] - c) for s in p.sections) <= beat + 1e-6
+    assert p.controls.chord_root[-1] == p.key_tonic
+    assert p.controls.chord_root[-p.final_beats - 1] == (p.key_tonic + 7) % 12  # dominant before the end
+    faster = make_plan(_analysis(24.0, cuts, motion_level=1.0), PlanOptions(seed=5))
+    assert faster.density.mean() > p.density.mean()
+    fixed = make_plan(_analysis(24.0, cuts), PlanOptions(tempo=100, seed=5))
+    assert abs(fixed.bpm - 100) / 100 <= 0.03
+
+
+def test_roll_to_midi_lasts_exactly_and_ends_on_tonic_chord(tiny_model, tmp_path):
+    from bgmgen.generate import generate_roll
+    from bgmgen.midi import roll_to_midi, write_midi
+    from bgmgen.plan import make_plan
+
+    p = make_plan(_analysis(13.7, [5.0]))
+    roll = generate_roll(tiny_model, p, seed=0, steps=3)
+    pm = roll_to_midi(roll, p)
+    assert abs(pm.get_end_time() - 13.7) <= 0.05
+    assert abs(pm.get_tempo_changes()[1][0] - p.bpm) < 0.01
+    last_start = max(n.start for n in pm.instruments[0].notes)
+    final = [n.pitch % 12 for n in pm.instruments[0].notes if abs(n.start - last_start) < 1e-6]
+    assert p.key_tonic in final
+    write_midi(pm, tmp_path / "a.mid")
+    write_midi(roll_to_midi(generate_roll(tiny_model, p, seed=0, steps=3), p), tmp_path / "b.mid")
+    assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
