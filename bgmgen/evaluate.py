@@ -65,6 +65,9 @@ SI_BAND = f"{M.SI_LOW_BEATS}-{M.SI_HIGH_BEATS} beats"
 def song_metrics(notes: M.Notes, ref: M.ReferenceSong, timings: dict | None = None) -> dict:
     """Every metric of one song (generated or reference) against reference ``ref``'s controls."""
     requested = M.onset_density(ref.notes, ref.n_beats)
+    if len(notes):  # a generated excerpt (e.g. `sample --max-bars`) is compared over the bars it covers
+        covered = int(math.ceil(notes.end / 4 - 1e-9)) * 4
+        requested = requested[: max(4, min(len(requested), covered))]
     fns = {
         "pche": lambda: M.pitch_class_histogram_entropy(notes),
         "gps": lambda: M.grooving_pattern_similarity(notes),

@@ -1,0 +1,44 @@
+"""Sample the test songs with one model and evaluate them (used for the model card and the ablations).
+
+    .venv/bin/python scripts/eval_model.py --model runs/full/model.safetensors --out runs/eval/full \
+        --data ../shared/datasets/pop909 --structure ../shared/datasets/pop909-structure [--max-bars 32]
+
+Writes OUT/<id>.mid, OUT/sample.json and OUT/eval.json (bgmgen eval's JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--structure", required=True)
+    ap.add_argument("--songs", default="test")
+    ap.add_argument("--max-bars", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from bgmgen.evaluate import run_eval
+    from bgmgen.sample import SampleOptions, sample_songs
+
+    t0 = time.time()
+    sample_songs(SampleOptions(data=a.data, structure=a.structure, songs=a.songs, out=a.out, seed=a.seed,
+                               model=a.model, steps=a.steps, guidance=a.guidance, max_bars=a.max_bars))
+    t1 = time.time()
+    run_eval(a.out, a.data, songs=a.songs, json_path=f"{a.out}/eval.json", structure_dir=a.structure)
+    print(f"sampling {t1 - t0:.0f} s, eval {time.time() - t1:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
