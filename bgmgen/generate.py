@@ -29,9 +29,12 @@ class MusicModel:
     sha256: str
     meta: dict
     device: str
+    precision: str = "fp32"  # "int8": Linear layers dynamically quantised (CPU), ~2.5x faster sampling
 
 
-def load_music_model(path: str | None = None, device: str = "cpu") -> MusicModel:
+def load_music_model(path: str | None = None, device: str = "cpu", precision: str | None = None) -> MusicModel:
+    """Load the denoiser. precision: "fp32" or "int8" (default int8 on CPU: AVX-512 VNNI makes int8
+    matmuls much faster here, while bf16 is 5x slower; fp32 on CUDA)."""
     from bgmgen.errors import MissingDependencyError
     from bgmgen.files import sha256_file
     from bgmgen.weights import default_model_path, load_denoiser
@@ -43,7 +46,20 @@ def load_music_model(path: str | None = None, device: str = "cpu") -> MusicModel
         denoiser, meta = load_denoiser(p, device)
     except Exception as err:  # corrupt file, wrong format
         raise MissingDependencyError(f"{p}: not a bgmgen music model ({type(err).__name__}: {err})") from err
-    return MusicModel(denoiser, str(p), sha256_file(p), meta, device)
+    precision = precision or ("int8" if device == "cpu" else "fp32")
+    if precision == "int8":
+        if device != "cpu":
+            raise MissingDependencyError("int8 precision runs on the CPU only; use --device cpu or fp32")
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantize_dynamic's deprecation notice (torchao migration)
+            denoiser = torch.ao.quantization.quantize_dynamic(denoiser, {torch.nn.Linear}, dtype=torch.qint8)
+    elif precision != "fp32":
+        raise MissingDependencyError(f"unknown precision {precision!r}; use fp32 or int8")
+    return MusicModel(denoiser, str(p), sha256_file(p), meta, device, precision)
 
 
 def window_starts(n_bars: int) -> list[int]:

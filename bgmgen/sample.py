@@ -30,6 +30,7 @@ class SampleOptions:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     device: str = "cpu"
+    precision: str | None = None  # fp32 | int8 (default: int8 on CPU)
     max_bars: int | None = None  # generate only the first N bars of each song (quick checks)
 
 
@@ -41,10 +42,10 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
     from bgmgen.splits import resolve_songs
 
     pop909.check_dataset_dirs(o.data, o.structure)
-    model = load_music_model(o.model, o.device)
+    model = load_music_model(o.model, o.device, o.precision)
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"options": asdict(o), "model": {"path": model.path, "sha256": model.sha256}, "songs": {}}
+    report = {"options": asdict(o), "model": {"path": model.path, "sha256": model.sha256, "precision": model.precision}, "songs": {}}
     for sid in resolve_songs(o.songs):
         t0 = time.time()
         try:

@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default=None, help="fp32 | int8 (default: int8 on CPU)")
     a = ap.parse_args()
 
     import torch
@@ -34,7 +35,7 @@ def main() -> None:
 
     t0 = time.time()
     sample_songs(SampleOptions(data=a.data, structure=a.structure, songs=a.songs, out=a.out, seed=a.seed,
-                               model=a.model, steps=a.steps, guidance=a.guidance, max_bars=a.max_bars))
+                               model=a.model, steps=a.steps, guidance=a.guidance, max_bars=a.max_bars, precision=a.precision))
     t1 = time.time()
     run_eval(a.out, a.data, songs=a.songs, json_path=f"{a.out}/eval.json", structure_dir=a.structure)
     print(f"sampling {t1 - t0:.0f} s, eval {time.time() - t1:.0f} s")
