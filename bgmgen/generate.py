@@ -19,7 +19,10 @@ from bgmgen.constants import (BARS_PER_WINDOW, BEATS_PER_BAR, BEATS_PER_WINDOW, 
                               ROLL_CHANNELS, STEPS_PER_BAR, STEPS_PER_BEAT, WINDOW_STEPS)
 
 DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 2.0
+# Guidance amplifies the rhythm controls only (the other groups are in both branches): on 8 validation
+# songs this raised density adherence without pushing the harmony to over-consonance (models/MODEL_CARD.md).
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_GUIDE_GROUPS = ("rhythm",)
 
 
 @dataclass
@@ -84,8 +87,14 @@ def pad_controls(c: C.BeatControls, n_beats: int) -> C.BeatControls:
 
 def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed: int = 0,
                            steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-                           present: dict[str, bool] | None = None, progress=None) -> np.ndarray:
-    """Roll (2, n_beats * 4, 128) in {0, 1} for the given per-beat controls."""
+                           present: dict[str, bool] | None = None, guide_groups: tuple[str, ...] | None = None,
+                           progress=None) -> np.ndarray:
+    """Roll (2, n_beats * 4, 128) in {0, 1} for the given per-beat controls.
+
+    Classifier-free guidance pushes away from a branch in which `guide_groups` are dropped (default
+    DEFAULT_GUIDE_GROUPS); groups not listed are in both branches, so they act at guidance 1.
+    """
+    guide_groups = DEFAULT_GUIDE_GROUPS if guide_groups is None else guide_groups
     import torch
 
     n_beats = len(controls)
@@ -102,7 +111,8 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
         w = ctl.slice(b0, b0 + BEATS_PER_WINDOW)
         seg = w.phrase_id - w.phrase_id.min()
         cond = torch.from_numpy(C.encode(w, present))[None].to(dev)
-        uncond = torch.from_numpy(C.encode(w, {g: False for g in C.GROUPS}))[None].to(dev)
+        dropped = {g: (present or {}).get(g, True) and g not in guide_groups for g in C.GROUPS}
+        uncond = torch.from_numpy(C.encode(w, dropped))[None].to(dev)
         s0 = bar * STEPS_PER_BAR
         known_steps = max(0, done_until - s0)
         known = torch.from_numpy(roll[:, s0:s0 + WINDOW_STEPS])[None].to(dev)
