@@ -28,7 +28,7 @@ class SampleOptions:
     seed: int = 0
     model: str | None = None
     steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
+    guidance: float | None = None  # default: generate.DEFAULT_GUIDANCE (on generate.DEFAULT_GUIDE_GROUPS)
     device: str = "cpu"
     precision: str | None = None  # fp32 | int8 (default: int8 on CPU)
     max_bars: int | None = None  # generate only the first N bars of each song (quick checks)
@@ -57,7 +57,8 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
         ctl = song.controls()
         if o.max_bars:
             ctl = ctl.slice(0, o.max_bars * 4)
-        roll = generate_from_controls(model, ctl, seed=o.seed, steps=o.steps, guidance=o.guidance)
+        roll = generate_from_controls(model, ctl, seed=o.seed, steps=o.steps,
+                                      guidance=DEFAULT_GUIDANCE if o.guidance is None else o.guidance)
         notes = roll_to_notes(roll)
         accent = ctl.accent / max(1.0, float(ctl.accent.max()))
         pm = notes_to_midi(notes, note_velocities(notes, accent), song.bpm)

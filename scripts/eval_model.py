@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--songs", default="test")
     ap.add_argument("--max-bars", type=int, default=None)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--guidance", type=float, default=None, help="default: bgmgen.generate.DEFAULT_GUIDANCE")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default=None, help="fp32 | int8 (default: int8 on CPU)")
