@@ -242,3 +242,22 @@ def test_roll_to_midi_lasts_exactly_and_ends_on_tonic_chord(tiny_model, tmp_path
     write_midi(pm, tmp_path / "a.mid")
     write_midi(roll_to_midi(generate_roll(tiny_model, p, seed=0, steps=3), p), tmp_path / "b.mid")
     assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
+
+
+@pytest.mark.skipif(not POP909.exists(), reason="POP909 not available")
+def test_training_resumes_bit_for_bit(tmp_path):
+    """A run stopped at step 2 and resumed to step 4 ends with the same weights as a straight run."""
+    from safetensors.torch import load_file
+
+    from bgmgen.train import TrainOptions, train
+
+    common = dict(data=str(POP909), structure=str(STRUCTURE), steps=4, batch_size=2, d_model=32, n_layers=1,
+                  n_heads=2, ckpt_every=2, eval_every=1000, warmup=2, threads=1, quiet=True)
+    train(TrainOptions(out=str(tmp_path / "straight"), **common), log=lambda *a: None)
+    train(TrainOptions(out=str(tmp_path / "resumed"), stop_after=2, **common), log=lambda *a: None)
+    train(TrainOptions(out=str(tmp_path / "resumed"), resume=True, **common), log=lambda *a: None)
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "resumed" / "train_log.jsonl").read_text()
+    assert '"step": 4' in log
