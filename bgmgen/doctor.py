@@ -224,6 +224,8 @@ def run_doctor(args) -> int:
         status = c.status if c.required or c.status != MISSING else "missing (optional)"
         table.add_row(c.name, f"[{colour[c.status]}]{status}[/]", escape(c.detail), escape(c.source))
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # logs and pipes: paths on one line
     console.print(table)
     broken = [c.name for c in checks if c.required and c.status == MISSING]
     if broken:
