@@ -119,3 +119,17 @@ def write_midi(pm, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         pm.write(str(tmp))
 
+
+
+def midi_to_roll(pm, plan) -> np.ndarray:
+    """The final MIDI back on the plan's sixteenth grid (2, T, 128), ending chord included (for report.png)."""
+    step_s = 60.0 / plan.bpm / STEPS_PER_BEAT
+    n_steps = int(np.ceil(plan.duration_s / step_s - 1e-6))
+    roll = np.zeros((2, n_steps, 128), np.float32)
+    for inst in pm.instruments:
+        for n in inst.notes:
+            s = min(n_steps - 1, int(round(n.start / step_s)))
+            e = max(s + 1, min(n_steps, int(round(n.end / step_s))))
+            roll[0, s, n.pitch] = 1
+            roll[1, s + 1:e, n.pitch] = 1
+    return roll

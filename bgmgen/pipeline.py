@@ -753,7 +753,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         with sw.stage("mux", stage_cb):
             mux_info = mux.mux(str(path), str(tmp / names["wav"]), str(tmp / names["video"]), info, mix)
         with sw.stage("report", stage_cb):
-            report.write_report(str(tmp / names["report"]), an, music_plan, roll)
+            report.write_report(str(tmp / names["report"]), an, music_plan, midi.midi_to_roll(pm, music_plan))
 
         weight_files = dict(getattr(models, "weight_files", {}) or {})
         if getattr(model, "path", None):
