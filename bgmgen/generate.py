@@ -9,6 +9,8 @@ whose controls are padded by repeating the last bar, then cropped.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +96,12 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
     Classifier-free guidance pushes away from a branch in which `guide_groups` are dropped (default
     DEFAULT_GUIDE_GROUPS); groups not listed are in both branches, so they act at guidance 1.
     """
-    guide_groups = DEFAULT_GUIDE_GROUPS if guide_groups is None else guide_groups
     import torch
 
+    from bgmgen.diffusion import ddim_sample
+
+    guide_groups = DEFAULT_GUIDE_GROUPS if guide_groups is None else guide_groups
+    uncond_present = {g: (present or {}).get(g, True) and g not in guide_groups for g in C.GROUPS}
     n_beats = len(controls)
     n_bars = -(-n_beats // BEATS_PER_BAR)
     ctl = pad_controls(controls, max(n_bars * BEATS_PER_BAR, BEATS_PER_WINDOW))
@@ -106,25 +111,48 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
     gen = torch.Generator().manual_seed(int(seed))
     dev = model.device
     starts = window_starts(total_bars)
-    for k, bar in enumerate(starts):
-        b0 = bar * BEATS_PER_BAR
-        w = ctl.slice(b0, b0 + BEATS_PER_WINDOW)
-        seg = w.phrase_id - w.phrase_id.min()
-        cond = torch.from_numpy(C.encode(w, present))[None].to(dev)
-        dropped = {g: (present or {}).get(g, True) and g not in guide_groups for g in C.GROUPS}
-        uncond = torch.from_numpy(C.encode(w, dropped))[None].to(dev)
-        s0 = bar * STEPS_PER_BAR
-        known_steps = max(0, done_until - s0)
-        known = torch.from_numpy(roll[:, s0:s0 + WINDOW_STEPS])[None].to(dev)
-        mask = torch.zeros(1, 1, WINDOW_STEPS, 1, dtype=torch.bool, device=dev)
-        mask[:, :, :known_steps] = True
-        with torch.inference_mode():
-            out = _sample(model, cond, uncond, seg, steps, guidance, gen, known, mask, known_steps)
-        roll[:, s0:s0 + WINDOW_STEPS] = out[0].cpu().numpy()
-        done_until = s0 + WINDOW_STEPS
-        if progress:
-            progress(k + 1, len(starts))
+    with sampler_threads(), torch.inference_mode():
+        for k, bar in enumerate(starts):
+            b0, s0 = bar * BEATS_PER_BAR, bar * STEPS_PER_BAR
+            w = ctl.slice(b0, b0 + BEATS_PER_WINDOW)
+            cond = torch.from_numpy(C.encode(w, present))[None].to(dev)
+            uncond = torch.from_numpy(C.encode(w, uncond_present))[None].to(dev)
+            segments = torch.from_numpy((w.phrase_id - w.phrase_id.min()).astype(np.int64))[None].to(dev)
+            known_steps = max(0, done_until - s0)  # the overlap with the previous window is inpainted
+            known = mask = None
+            if known_steps:
+                known = torch.from_numpy(roll[:, s0:s0 + WINDOW_STEPS])[None].to(dev)
+                mask = torch.zeros(1, 1, WINDOW_STEPS, 1, dtype=torch.bool, device=dev)
+                mask[:, :, :known_steps] = True
+            out = ddim_sample(model.denoiser, cond, segments, steps=steps, guidance=guidance, uncond=uncond,
+                              generator=gen, known=known, known_mask=mask)
+            roll[:, s0:s0 + WINDOW_STEPS] = out[0].cpu().numpy()
+            done_until = s0 + WINDOW_STEPS
+            if progress:
+                progress(k + 1, len(starts))
     return clean_roll(roll[:, : n_beats * STEPS_PER_BEAT])
+
+
+@contextlib.contextmanager
+def sampler_threads():
+    """Run the sampler with BGMGEN_GENERATE_THREADS torch threads (default 1), restoring the setting after.
+
+    The denoiser's matmuls are small (batch 2, 6 M parameters); with 2 OpenMP threads on cores shared
+    with other work the threads spin-wait on each other: 3 bars took 93.5 s wall / 46 s CPU with 2
+    threads and 1.8 s / 0.9 s with 1. A fixed setting also keeps the MIDI byte-identical run to run.
+    """
+    import torch
+
+    try:
+        n = max(1, int(os.environ.get("BGMGEN_GENERATE_THREADS", "1")))
+    except ValueError:
+        n = 1
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def generate_roll(model: MusicModel, plan, *, seed: int = 0, steps: int | None = None,
@@ -132,17 +160,6 @@ def generate_roll(model: MusicModel, plan, *, seed: int = 0, steps: int | None =
     """Contract entry point (docs/CONTRACTS.md): MusicPlan -> roll (2, n_beats * 4, 128) in {0, 1}."""
     return generate_from_controls(model, plan.controls, seed=seed, steps=steps or DEFAULT_STEPS,
                                   guidance=DEFAULT_GUIDANCE if guidance is None else guidance, progress=progress)
-
-
-def _sample(model: MusicModel, cond, uncond, seg, steps, guidance, gen, known, mask, known_steps):
-    import torch
-
-    from bgmgen.diffusion import ddim_sample
-
-    segments = torch.from_numpy(seg.astype(np.int64))[None].to(model.device)
-    return ddim_sample(model.denoiser, cond, segments, steps=steps, guidance=guidance, uncond=uncond,
-                       generator=gen, known=known if known_steps else None,
-                       known_mask=mask if known_steps else None)
 
 
 def clean_roll(roll: np.ndarray) -> np.ndarray:

@@ -562,33 +562,6 @@ class Stopwatch:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)
 
 
-def generate_threads() -> int:
-    """Torch threads for the sampler: 1 unless BGMGEN_GENERATE_THREADS says otherwise.
-
-    The denoiser's matmuls are small (batch 2, 6 M parameters); with 2 OpenMP threads on a machine
-    whose cores are shared (here: with training jobs) the threads spin-wait on each other and one
-    60 s video took 459 s in `generate` instead of a few seconds. Measured on 3 bars: 2 threads
-    93.5 s wall / 46.1 s CPU, 1 thread 1.8 s wall / 0.9 s CPU. The same setting every run keeps
-    the MIDI byte-identical.
-    """
-    try:
-        return max(1, int(os.environ.get("BGMGEN_GENERATE_THREADS", "1")))
-    except ValueError:
-        return 1
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 class BatchContext:
     """Models and facts shared by every video of a batch (loaded once, lazily)."""
 
@@ -726,7 +699,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         gen_kw["steps"] = opts.steps
     if opts.guidance is not None:
         gen_kw["guidance"] = opts.guidance
-    with sw.stage("generate", stage_cb), torch_threads(generate_threads()):
+    with sw.stage("generate", stage_cb):
         roll = generate.generate_roll(model, music_plan, **gen_kw)
     with sw.stage("midi", stage_cb):
         pm = midi.roll_to_midi(roll, music_plan)
@@ -902,7 +875,7 @@ def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
                 say(console, f"[green]scored[/] {_escape(name)} -> {_escape(str(job.out_dir))}")
             except KeyboardInterrupt:
                 raise
-            except MissingDependencyError as err:
+            except MissingDependencyError:
                 # Would fail every other video too: stop the batch with this one line.
                 if opts.debug:
                     traceback.print_exc()

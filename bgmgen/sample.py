@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
 from bgmgen.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen import controls as C
-from bgmgen.constants import (BARS_PER_WINDOW, BEATS_PER_BAR, BEATS_PER_WINDOW, N_PITCHES, STEPS_PER_BAR,
-                              STEPS_PER_BEAT, WINDOW_STEPS)
+from bgmgen.constants import (BARS_PER_WINDOW, BEATS_PER_BAR, N_PITCHES, STEPS_PER_BAR)
 
 GROUP_DROP = 0.15
 ALL_DROP = 0.10

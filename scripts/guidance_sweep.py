@@ -2,12 +2,11 @@
 
     .venv/bin/python scripts/guidance_sweep.py MODEL.safetensors
 """
-import sys, numpy as np, torch, json
+import sys, numpy as np, torch
 torch.set_num_threads(1)
 from bgmgen.pop909 import load_song
 from bgmgen.generate import load_music_model, generate_from_controls
-from bgmgen.midi import roll_to_notes
-from bgmgen import metrics as M, controls as C
+from bgmgen import controls as C
 from bgmgen.splits import VALID_SONGS
 from scipy.stats import spearmanr
 m = load_music_model(sys.argv[1])

@@ -18,22 +18,7 @@ from bgmgen import semantic as S
 from bgmgen.errors import MissingDependencyError
 from bgmgen.moods import MOODS
 
-try:  # the real options class once analysis.py exists; the contract's fields otherwise
-    from bgmgen.analysis import AnalysisOptions
-except ImportError:  # pragma: no cover - only while analysis.py is being written
-
-    @dataclasses.dataclass(frozen=True)
-    class AnalysisOptions:  # type: ignore[no-redef]
-        device: str = "cpu"
-        cache_dir: str | None = None
-        use_cache: bool = True
-        clip_model: str = "ViT-B-32"
-        clip_pretrained: str = "openai"
-        clip_weights: str | None = None
-        blip_model: str = "Salesforce/blip-image-captioning-base"
-        blip_weights: str | None = None
-        text_encoder: str | None = None
-        require_semantic: bool = False
+from bgmgen.analysis import AnalysisOptions
 
 
 TINY_CLIP = "bgmgen-test-tiny-clip"
