@@ -156,38 +156,35 @@ def _roll_panel(ax, plan, roll, duration: float) -> None:
 def write_report(png_path, analysis, plan, roll: np.ndarray) -> None:
     """Write report.png: keyframes per shot, cuts, motion and requested density, bar grid and the
     generated piano roll on one time axis (seconds)."""
+    # The object API (no pyplot, no global figure manager): the pipeline draws the report in a
+    # worker thread while the audio renders and muxes.
     import matplotlib  # noqa: PLC0415  (heavy: imported on use)
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
     info = analysis.info
     duration = float(getattr(info, "duration_s", 0.0) or getattr(plan, "duration_s", 0.0) or 1.0)
-    with plt.rc_context({"font.size": 8, "axes.titlesize": 10}):
-        fig, axes = plt.subplots(3, 1, figsize=FIG_SIZE_IN, dpi=DPI, sharex=True,
-                                 gridspec_kw={"height_ratios": HEIGHT_RATIOS, "hspace": 0.08})
-        try:
-            ax_kf, ax_cv, ax_roll = axes
-            fig.subplots_adjust(left=0.05, right=0.99, top=0.955, bottom=0.06)
-            ax_kf.set_xlim(0, duration)
-            downbeats = np.asarray(getattr(plan, "downbeat_times_s", []), dtype=np.float64)
-            for ax in (ax_cv, ax_roll):
-                for t in downbeats:
-                    ax.axvline(t, color=GRID_COLOR, lw=0.7, alpha=0.6, zorder=0)
-            for ax in axes:
-                for t in getattr(analysis, "cuts_s", []) or []:
-                    ax.axvline(t, color=CUT_COLOR, lw=1.3, alpha=0.85, zorder=4)
-            _keyframe_panel(ax_kf, analysis, duration)
-            _curves_panel(ax_cv, analysis, plan, duration)
-            _roll_panel(ax_roll, plan, roll, duration)
-            ax_roll.set_xlim(0, duration)
-            name = Path(getattr(info, "path", "") or "video").name
-            n_shots = len(getattr(analysis, "shots", []) or [])
-            title = (f"{name}: {duration:.2f} s, {n_shots} shot(s), {len(getattr(analysis, 'cuts_s', []) or [])} cut(s) "
-                     f"(red) | {float(plan.bpm):.1f} BPM, {int(getattr(plan, 'n_bars', 0))} bars (grey = downbeats)"
-                     f" | {getattr(plan, 'key', '?')}, mood {getattr(plan, 'mood', '?')}")
-            fig.suptitle(title, x=0.01, ha="left", y=0.995)
-            with atomic_path(png_path) as tmp:
-                fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-        finally:
-            plt.close(fig)
+    with matplotlib.rc_context({"font.size": 8, "axes.titlesize": 10}):
+        fig = Figure(figsize=FIG_SIZE_IN, dpi=DPI)
+        axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": HEIGHT_RATIOS, "hspace": 0.08})
+        ax_kf, ax_cv, ax_roll = axes
+        fig.subplots_adjust(left=0.05, right=0.99, top=0.955, bottom=0.06)
+        ax_kf.set_xlim(0, duration)
+        downbeats = np.asarray(getattr(plan, "downbeat_times_s", []), dtype=np.float64)
+        for ax in (ax_cv, ax_roll):
+            for t in downbeats:
+                ax.axvline(t, color=GRID_COLOR, lw=0.7, alpha=0.6, zorder=0)
+        for ax in axes:
+            for t in getattr(analysis, "cuts_s", []) or []:
+                ax.axvline(t, color=CUT_COLOR, lw=1.3, alpha=0.85, zorder=4)
+        _keyframe_panel(ax_kf, analysis, duration)
+        _curves_panel(ax_cv, analysis, plan, duration)
+        _roll_panel(ax_roll, plan, roll, duration)
+        ax_roll.set_xlim(0, duration)
+        name = Path(getattr(info, "path", "") or "video").name
+        n_shots = len(getattr(analysis, "shots", []) or [])
+        title = (f"{name}: {duration:.2f} s, {n_shots} shot(s), {len(getattr(analysis, 'cuts_s', []) or [])} cut(s) "
+                 f"(red) | {float(plan.bpm):.1f} BPM, {int(getattr(plan, 'n_bars', 0))} bars (grey = downbeats)"
+                 f" | {getattr(plan, 'key', '?')}, mood {getattr(plan, 'mood', '?')}")
+        fig.suptitle(title, x=0.01, ha="left", y=0.995)
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})

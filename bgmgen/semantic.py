@@ -131,6 +131,17 @@ def hub_reachable() -> tuple[bool, str]:
     return state
 
 
+# open_clip's `hf_hub` entry for the pretrained tags we default to (checked against open_clip by a test).
+CLIP_HF_HUB = {("ViT-B-32", "openai"): "timm/vit_base_patch32_clip_224.openai/"}
+
+
+def _clip_hub_files(hub: str) -> tuple[str, list[str]]:
+    """open_clip `hf_hub` entry ("org/repo/" or "org/repo/file") -> (repo id, file names to look for)."""
+    repo, fname = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+    fname = fname or "open_clip_pytorch_model.bin"
+    return repo, [fname.rsplit(".", 1)[0] + ".safetensors", "open_clip_model.safetensors", fname]
+
+
 def _hf_cached_file(repo_id: str, filenames: Sequence[str]) -> str | None:
     """First of `filenames` present in the HF cache for repo_id (no network)."""
     from huggingface_hub import try_to_load_from_cache
@@ -235,6 +246,16 @@ class SemanticModels:
         name = str(getattr(opts, "clip_model", "ViT-B-32"))
         tag = getattr(opts, "clip_pretrained", "openai") or None
         explicit = getattr(opts, "clip_weights", None)
+        if not explicit and (name, tag) in CLIP_HF_HUB:
+            # Decide "absent" before importing open_clip (1.1 s here): the HF cache is checked for
+            # the same repo and file names the full path below uses (a test keeps CLIP_HF_HUB equal
+            # to open_clip's own table).
+            repo, candidates = _clip_hub_files(CLIP_HF_HUB[name, tag])
+            if _hf_cached_file(repo, candidates) is None:
+                ok, why = hub_reachable()
+                if not ok:
+                    self._fallback("clip", f"CLIP weights not found ({name}/{tag} not in the HF cache, {why})", CLIP_CONSEQUENCE, CLIP_REMEDY)
+                    return None
         import open_clip
 
         tag_cfg = (open_clip.get_pretrained_cfg(name, tag) if tag else {}) or {}
@@ -247,9 +268,7 @@ class SemanticModels:
         else:
             hub = tag_cfg.get("hf_hub", "")
             if hub:
-                repo, fname = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-                fname = fname or "open_clip_pytorch_model.bin"
-                candidates = [fname.rsplit(".", 1)[0] + ".safetensors", "open_clip_model.safetensors", fname]
+                repo, candidates = _clip_hub_files(hub)
                 path = _hf_cached_file(repo, candidates)
                 if path is None:
                     ok, why = hub_reachable()
@@ -511,9 +530,7 @@ def locate_weights(options: "AnalysisOptions") -> dict[str, dict[str, str | None
             hub = ""
         path = None
         if hub:
-            repo, fname = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
-            fname = fname or "open_clip_pytorch_model.bin"
-            path = _hf_cached_file(repo, [fname.rsplit(".", 1)[0] + ".safetensors", "open_clip_model.safetensors", fname])
+            path = _hf_cached_file(*_clip_hub_files(hub))
         where = hub.rstrip("/") or f"{name}/{tag}"
         out["clip"] = {"path": path, "source": f"HF cache {where}" if path else f"absent (HF cache {where}; download when online)"}
     repo = str(getattr(options, "blip_model", "Salesforce/blip-image-captioning-base"))

@@ -73,7 +73,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="shot-detection runs per path")
     ap.add_argument("--analysis-repeats", type=int, default=1)
     ap.add_argument("--window", type=int, default=None, help="our TransNetV2 window (default: shots.DEFAULT_WINDOW)")
-    ap.add_argument("--sweep", action="store_true", help="also compare several window sizes")
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="our TransNetV2 precision")
+    ap.add_argument("--sweep", action="store_true", help="also compare several window sizes, in fp32 and bf16")
     ap.add_argument("--skip-analysis", action="store_true")
     ap.add_argument("--skip-package", action="store_true")
     a = ap.parse_args()
@@ -118,7 +119,8 @@ def main() -> int:
     # ------------------------------------------------------------------ 2. shot detection, ours vs package
     from bgmgen.decode import scan_small
 
-    ours_det = shots.ShotDetector(window=a.window or shots.DEFAULT_WINDOW)
+    ours_det = shots.ShotDetector(window=a.window or shots.DEFAULT_WINDOW, precision=a.precision)
+    print(f"ours: window {ours_det.window}, precision {ours_det.precision}")
 
     class Tn:
         def __init__(self):
@@ -165,11 +167,13 @@ def main() -> int:
               f"{np.abs(p_ours - p_pkg[:n]).max() if len(p_pkg) == n else float('nan'):.4f}")
         if a.sweep:
             ref = shots.scenes_from_predictions(p_pkg)
-            for w in (100, 200, 300, 500, 1000):
-                with Timer() as t:
-                    p = ours_det.predict(frames, window=w)
-                print(f"  window {w:5d}: predict {t.wall:.2f} s wall {t.cpu:.2f} s CPU; same scenes as package: "
-                      f"{np.array_equal(shots.scenes_from_predictions(p), ref)}; max |p diff| {np.abs(p - p_pkg[:n]).max():.4f}")
+            for precision in ("fp32", "bf16"):
+                det = shots.ShotDetector(precision=precision)
+                for w in (100, 150, 200, 300, 500):
+                    with Timer() as t:
+                        p = det.predict(frames, window=w)
+                    print(f"  {precision} window {w:5d}: predict {t.wall:.2f} s wall {t.cpu:.2f} s CPU; same scenes as package: "
+                          f"{np.array_equal(shots.scenes_from_predictions(p), ref)}; max |p diff| {np.abs(p - p_pkg[:n]).max():.4f}")
     own, kids = peak_rss_mb()
     print(f"peak RSS {own:.0f} MB (largest child {kids:.0f} MB); load average {os.getloadavg()}")
     return 0

@@ -359,3 +359,26 @@ def test_cut_spikes_do_not_make_a_still_video_move():
     spiky = still.copy()
     spiky[::50] = 120.0  # six hard cuts
     assert S.picture_features([], spiky)["M"] == pytest.approx(S.picture_features([], still)["M"])
+
+
+def test_known_clip_hub_table_matches_open_clip():
+    # The absent-weights fast path decides without importing open_clip; its table must be open_clip's.
+    import open_clip
+
+    for (name, tag), hub in S.CLIP_HF_HUB.items():
+        assert open_clip.get_pretrained_cfg(name, tag)["hf_hub"] == hub
+
+
+def test_clip_found_in_hf_cache_by_the_fast_path(tmp_path, monkeypatch):
+    # A file placed where huggingface_hub's cache layout puts it is found (no fallback), so the fast
+    # absent check cannot hide weights that are there.
+    repo, names = S._clip_hub_files(S.CLIP_HF_HUB["ViT-B-32", "openai"])
+    snap = tmp_path / ("models--" + repo.replace("/", "--")) / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / names[-1]).write_bytes(b"x")
+    (tmp_path / ("models--" + repo.replace("/", "--")) / "refs").mkdir()
+    (tmp_path / ("models--" + repo.replace("/", "--")) / "refs" / "main").write_text("abc123")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    assert S._hf_cached_file(repo, names) == str(snap / names[-1])

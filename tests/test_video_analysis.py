@@ -135,7 +135,7 @@ def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
     torch.manual_seed(7)
     states = (random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state().clone())
     det_flag = torch.are_deterministic_algorithms_enabled()
-    detector = ShotDetector()
+    detector = ShotDetector(precision="fp32")
     assert random.getstate() == states[0]
     assert (np.random.get_state()[1] == states[1]).all()
     assert torch.equal(torch.random.get_rng_state(), states[2])
@@ -162,6 +162,34 @@ def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
     ours = detector.predict(frames)
     assert np.array_equal(scenes_from_predictions(ours), scenes_from_predictions(ref))
     assert np.array_equal(ours, detector.predict(frames))  # deterministic
+    fast = ShotDetector(precision="bf16")
+    fast_p = fast.predict(frames)
+    assert np.abs(fast_p - ref).max() < 0.05
+    assert np.array_equal(scenes_from_predictions(fast_p), scenes_from_predictions(ref))
+    assert np.array_equal(fast_p, fast.predict(frames))
+
+
+def test_bf16_frames_near_the_threshold_are_recomputed_in_fp32():
+    import torch
+
+    from bgmgen.shots import THRESHOLD, ShotDetector, scenes_from_predictions
+
+    detector = ShotDetector(precision="bf16", window=100)
+    logit = float(np.log(THRESHOLD / (1 - THRESHOLD)))
+
+    def fake_fast(batch, precision=None):  # a cut at frame 60 that bf16 puts just below the threshold
+        b, t = batch.shape[:2]
+        out = torch.full((b, t), -6.0)
+        hit = batch[:, :, 0, 0, 0] == 200
+        out[hit] = logit + (0.02 if precision == "fp32" else -0.02)
+        return out
+
+    detector.fast = fake_fast
+    frames = np.zeros((150, 27, 48, 3), np.uint8)
+    frames[60] = 200
+    p = detector.predict(frames)
+    assert p[60] > THRESHOLD
+    assert scenes_from_predictions(p).tolist() == [[0, 60], [61, 149]]
 
 
 def test_histogram_fallback_finds_hard_cuts(clip):
