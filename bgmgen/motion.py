@@ -205,6 +205,14 @@ class SampledFrames:
     keyframe_times_s: list[float]
     clip_times_s: np.ndarray
 
+    @classmethod
+    def empty(cls, info: VideoInfo, keyframe_times: list[float], clip_times: np.ndarray) -> "SampledFrames":
+        """No frames yet (their decode is deferred); the times are known."""
+        (cw, ch), (rw, rh), (kw, kh) = CAPTION_SIZE, report_keyframe_size(info), CLIP_SIZE
+        return cls(caption=np.zeros((0, ch, cw, 3), np.uint8), report=np.zeros((0, rh, rw, 3), np.uint8),
+                   clip=np.zeros((0, kh, kw, 3), np.uint8), keyframe_times_s=[float(t) for t in keyframe_times],
+                   clip_times_s=np.asarray(clip_times, np.float64))
+
 
 def sample_frames(info: VideoInfo, scan: ScanResult, keyframe_times: list[float],
                   clip_times: np.ndarray) -> SampledFrames:

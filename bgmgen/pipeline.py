@@ -25,6 +25,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -103,8 +104,8 @@ class ScoreOptions:
     def analysis_options(self):
         from bgmgen.analysis import AnalysisOptions
 
-        kw: dict[str, Any] = dict(device=self.device, cache_dir=self.cache_dir,
-                                  use_cache=self.use_cache, require_semantic=self.require_semantic)
+        kw: dict[str, Any] = dict(device=self.device, cache_dir=self.cache_dir, use_cache=self.use_cache,
+                                  require_semantic=self.require_semantic, defer_keyframes=True)
         if self.clip_weights:
             kw["clip_weights"] = self.clip_weights
         if self.blip_weights:
@@ -548,6 +549,20 @@ def partial_folder(final: Path) -> Iterator[Path]:
 
 # -- one video -----------------------------------------------------------------------------------
 
+PREWARM_MODULES = ("torch", "scipy.signal", "scipy.ndimage", "scipy.io.wavfile", "matplotlib.figure",
+                   "matplotlib.backends.backend_agg")
+
+
+def _prewarm_imports() -> None:
+    import importlib
+
+    for name in PREWARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # the stage that needs it reports the problem itself
+            pass
+
+
 class Stopwatch:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -682,6 +697,9 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     from bgmgen import generate, midi, mux, plan as plan_mod, render, report
 
     models = ctx.analysis_models()
+    # While the first pass decodes (C threads), import what later stages need: torch for the shot
+    # detector, scipy.signal for the loudness meter (~1 s each here), matplotlib for the report.
+    threading.Thread(target=_prewarm_imports, name="prewarm-imports", daemon=True).start()
     with sw.stage("analysis", stage_cb):
         an = analysis_mod.analyse_video(str(path), opts.analysis_options(), models=models,
                                         progress=lambda s: stage_cb(f"analysis: {s}"))
@@ -724,6 +742,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         # render and mux: about a second less wall time per video.
         def draw_report() -> float:
             t0 = time.perf_counter()
+            an.wait_keyframes()  # decoded in the background since the analysis ended, when deferred
             report.write_report(str(tmp / names["report"]), an, music_plan, midi.midi_to_roll(pm, music_plan))
             return time.perf_counter() - t0
 

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_score.py                 # synthesises a 60 s 1280x720 30 fps clip
     .venv/bin/python scripts/bench_score.py --video my.mp4  # or any video
     .venv/bin/python scripts/bench_score.py --runs 3        # median of several runs (fresh process each)
+    .venv/bin/python scripts/bench_score.py --content camera  # noisy camera-like content, ~9 Mbit/s
 
 Each run is a fresh `bgmgen score --no-cache --force --quiet` process (offline default path: the
 analysis cache is bypassed so every stage really runs), measured from outside: wall time of the whole
@@ -77,6 +78,9 @@ def one_run(video: Path, out: Path, extra: list[str]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, help="video to score (default: a synthesised 60 s 720p clip)")
+    ap.add_argument("--content", choices=("patterns", "camera"), default="patterns",
+                    help="synthesised clip: lavfi test patterns with sound (cheap to decode), or "
+                         "camera-like noisy content at ~9 Mbit/s (bench_analysis.py's clip; decodes ~3x slower)")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("extra", nargs="*", help="extra `bgmgen score` flags (after --)")
@@ -87,7 +91,13 @@ def main(argv=None) -> int:
         video = args.video
         if video is None:
             t0 = time.perf_counter()
-            video = make_bench_video(work / "bench60.mp4")
+            if args.content == "camera":
+                sys.path.insert(0, str(REPO / "scripts"))
+                from bench_analysis import make_bench_video as make_camera_video
+
+                video = make_camera_video(work / "camera60.mp4")
+            else:
+                video = make_bench_video(work / "bench60.mp4")
             print(f"made {video} in {time.perf_counter() - t0:.1f} s")
         runs = [one_run(video.resolve(), work / "out", args.extra) for _ in range(args.runs)]
     finally:
