@@ -135,3 +135,14 @@ def pipe_to_mkv(src: str | Path, dst: str | Path) -> Path:
         subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(src), "-c", "copy", "-f", "matroska",
                         "pipe:1"], check=True, stdout=out, stderr=subprocess.PIPE)
     return dst
+
+
+def make_vfr(src: str | Path, dst: str | Path, after_s: float = 1.0) -> Path:
+    """Variable frame rate, as phones and screen recorders write it: every second frame after
+    `after_s` is dropped and the timestamps kept (30 fps, then 15 fps)."""
+    dst = Path(dst)
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(src), "-vf",
+                    f"select='lte(t\\,{after_s})+not(mod(n\\,2))'", "-fps_mode", "vfr", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "copy", str(dst)],
+                   check=True, capture_output=True)
+    return dst

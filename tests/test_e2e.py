@@ -357,3 +357,52 @@ def test_corpus_good_clips_scored_broken_ones_handled_cleanly(tmp_path):
         assert mean_volume_db(mp4) > -50.0, p.name
     # nothing hidden left behind, nothing written beside the read-only corpus
     assert not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+# -- issue 5's awkward inputs, scored in one batch -------------------------------------------------
+
+def test_awkward_inputs_are_scored_with_the_right_duration(tmp_path):
+    from media import make_vfr, make_video, pipe_to_mkv
+
+    src = tmp_path / "src"
+    src.mkdir()
+    expect = {}  # file name -> duration (s) the scored mp4 must have
+    base = make_video(tmp_path / "base.mp4", duration=4.0, cuts=[2.0], audio="tone")
+    make_vfr(base, src / "vfr phone.mp4")
+    expect["vfr phone.mp4"] = 4.0
+    from bgmgen.probe import probe
+
+    assert probe(src / "vfr phone.mp4").variable_frame_rate
+    make_video(src / "portrait café.mov", duration=3.0, cuts=[1.5], rotation=90, audio="speech")
+    expect["portrait café.mov"] = 3.0
+    make_video(src / "tiny.mp4", duration=5 / 30, fps=30)  # five frames
+    expect["tiny.mp4"] = 5 / 30
+    make_video(src / "one second.webm", duration=1.0, audio="tone")
+    expect["one second.webm"] = 1.0
+    pipe_to_mkv(make_video(tmp_path / "nodur.mp4", duration=3.0, cuts=[1.0], audio="tone"), src / "no duration.mkv")
+    expect["no duration.mkv"] = 3.0
+    make_video(src / "wide 2.35.mp4", duration=2.0, size=(470, 200), fps=60, audio="silent")
+    expect["wide 2.35.mp4"] = 2.0
+    make_video(src / "surround.mkv", duration=2.0, size=(240, 240), audio="tone", audio_channels=6)
+    expect["surround.mkv"] = 2.0
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+
+    proc = score(str(src), "--out", str(tmp_path / "out"), "--quiet", "--no-cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not error_lines(proc), proc.stderr
+    for name, seconds in expect.items():
+        stem = Path(name).stem
+        out = tmp_path / "out" / stem
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            [f"{stem}.mid", f"{stem}.wav", f"{stem}.mp4", "run.json", "report.png"]), name
+        info = ffprobe_json(out / f"{stem}.mp4")
+        kinds = [s["codec_type"] for s in info["streams"]]
+        assert kinds.count("video") == 1 and kinds.count("audio") == 1, (name, kinds)
+        assert abs(float(info["format"]["duration"]) - seconds) <= 0.1, (name, info["format"]["duration"])
+        run = json.loads((out / "run.json").read_text())
+        assert abs(run["video"]["duration_s"] - seconds) <= 0.1, (name, run["video"]["duration_s"])
+        if "portrait" in name:  # the display rotation survives the stream copy
+            vs = next(s for s in info["streams"] if s["codec_type"] == "video")
+            rot = [d.get("rotation") for d in vs.get("side_data_list", []) if "rotation" in d]
+            assert rot and abs(int(rot[0])) == 90, vs
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched

@@ -280,3 +280,29 @@ def test_shared_clips_cuts_and_rejections(models):
     damaged = analyse_video(SHARED / "decord_corrupted_bitstream_negtest.mp4", opts, models=models)
     assert any("decoding errors" in w for w in damaged.warnings), damaged.warnings
     assert len(damaged.motion_times_s) >= 45
+
+
+def test_stream_where_almost_nothing_decodes_is_rejected(tmp_path):
+    # A valid header and first picture, the rest of the coded data destroyed: probe passes, then the
+    # scan finds only a couple of frames and rejects the file in one line (issue 5: "(almost) nothing").
+    from bgmgen.decode import scan_small
+
+    v = make_video(tmp_path / "mostly broken.mp4", duration=4.0, moving=True)
+    data = bytearray(v.read_bytes())
+    mdat, moov = data.find(b"mdat"), data.find(b"moov")
+    assert 0 < mdat < moov
+    cut = mdat + 8 + (moov - mdat) // 12
+    data[cut:moov - 8] = bytes(moov - 8 - cut)
+    v.write_bytes(bytes(data))
+    before = v.read_bytes()
+    info = probe(v)
+
+    class Nothing:
+        def add(self, chunk):
+            pass
+
+    with pytest.raises(InputError) as err:
+        scan_small(info, Nothing)
+    msg = str(err.value)
+    assert "too damaged to use" in msg and str(v) in msg and "\n" not in msg, msg
+    assert v.read_bytes() == before
