@@ -26,6 +26,7 @@ requested density).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -35,6 +36,7 @@ import numpy as np
 
 from bgmgen import metrics as M
 from bgmgen.errors import InputError
+from bgmgen.files import atomic_path
 from bgmgen.splits import TEST_SONGS, resolve_songs  # noqa: F401  (TEST_SONGS re-exported)
 
 # metric name -> (table header, function(notes, ref) -> float)
@@ -97,6 +99,19 @@ def _summary(rows: list[dict]) -> dict:
     return out
 
 
+def _plain(x):
+    """numpy scalars -> Python numbers, recursively; NaN stays NaN."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
 def _clean(x):
     """JSON-safe: NaN / inf -> None, numpy scalars -> float."""
     if isinstance(x, dict):
@@ -130,10 +145,37 @@ def _fmt(v, digits=3) -> str:
     return f"{v:.{digits}f}"
 
 
-def evaluate_reference(data_dir, songs, structure_dir=None, align: str = "auto"):
-    """Ground truth only: (per-song metrics, summary, timings, references)."""
+def _reference_cache_key(song_dir: Path, structure_dir, align: str) -> str:
+    """Ground-truth metrics depend on the song's files, the settings and the metric code itself:
+    the key hashes all three (any edit of metrics.py or this module invalidates every entry)."""
+    h = hashlib.sha256()
+    for code in (Path(M.__file__), Path(__file__)):
+        h.update(code.read_bytes())
+    h.update(f"{align}|{structure_dir}".encode())
+    folders = [song_dir] + ([Path(structure_dir) / song_dir.name] if structure_dir else [])
+    for folder in folders:
+        for f in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def _reference_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("bgmgen")) / "eval-reference"
+
+
+def evaluate_reference(data_dir, songs, structure_dir=None, align: str = "auto", use_cache: bool = True):
+    """Ground truth only: (per-song metrics, summary, timings, references).
+
+    Per-song ground-truth metrics are cached (user cache folder, keyed by files, settings and metric
+    code): SI alone costs ~1 s per song, and every evaluation of a model repeats the same songs.
+    """
     data_dir = Path(data_dir)
     refs, rows, timings = {}, {}, {}
+    cache = _reference_cache_dir()
     for sid in songs:
         sdir = data_dir / sid
         if not (sdir / f"{sid}.mid").exists() or not (sdir / "beat_midi.txt").exists():
@@ -142,7 +184,21 @@ def evaluate_reference(data_dir, songs, structure_dir=None, align: str = "auto")
         t = time.perf_counter()
         refs[sid] = M.read_pop909_song(sdir, structure_dir, align=align)
         timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t
+        entry = cache / f"{_reference_cache_key(sdir, structure_dir, align)}.json" if use_cache else None
+        if entry is not None and entry.is_file():
+            try:
+                rows[sid] = json.loads(entry.read_text())
+                continue
+            except (OSError, ValueError):
+                pass
         rows[sid] = song_metrics(refs[sid].notes, refs[sid], timings)
+        if entry is not None:
+            try:
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(entry) as tmp:
+                    tmp.write_text(json.dumps(_plain(rows[sid])))  # NaN kept (JSON NaN literal)
+            except OSError:
+                pass  # a read-only cache only costs time
     return rows, _summary(list(rows.values())), timings, refs
 
 

@@ -295,6 +295,37 @@ def _fake_song(root, sid, bpm, seed):
     return [(on - 1, du, p, v) for on, du, p, v in mel + piano if on >= 1]
 
 
+@pytest.fixture(autouse=True)
+def _private_reference_cache(tmp_path, monkeypatch):
+    """Ground-truth metrics cache in the test's own folder, never the user's."""
+    import bgmgen.evaluate as E
+
+    monkeypatch.setattr(E, "_reference_cache_dir", lambda: tmp_path / "reference-cache")
+
+
+def test_reference_metrics_are_cached_and_invalidated(tmp_path, monkeypatch):
+    import bgmgen.evaluate as E
+
+    data = tmp_path / "pop909"
+    _fake_song(data, "001", 90.0, 1)
+    rows, summary, _, _ = E.evaluate_reference(data, ["001"])
+    real = E.song_metrics
+
+    def must_not_run(*a, **k):
+        raise AssertionError("cached ground truth recomputed")
+
+    monkeypatch.setattr(E, "song_metrics", must_not_run)
+    again, summary2, _, _ = E.evaluate_reference(data, ["001"])
+    assert json.dumps(again, sort_keys=True) == json.dumps(E._plain(rows), sort_keys=True)
+    # a changed song file is a different key: computed afresh
+    beats = data / "001" / "beat_midi.txt"
+    beats.write_text(beats.read_text() + "\n")
+    calls = []
+    monkeypatch.setattr(E, "song_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    E.evaluate_reference(data, ["001"])
+    assert calls == [1]
+
+
 def test_eval_end_to_end(tmp_path):
     data, gen = tmp_path / "pop909", tmp_path / "gen"
     gen.mkdir()
