@@ -84,7 +84,7 @@ def pad_controls(c: C.BeatControls, n_beats: int) -> C.BeatControls:
         return c
     reps = np.r_[np.arange(len(c)), (len(c) - BEATS_PER_BAR + np.arange(n_beats - len(c)) % BEATS_PER_BAR)]
     reps = np.clip(reps, 0, len(c) - 1)
-    return C.BeatControls(**{k: v[reps] for k, v in c.__dict__.items()})
+    return C.BeatControls(**{k: None if v is None else v[reps] for k, v in c.__dict__.items()})
 
 
 def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed: int = 0,
@@ -115,8 +115,9 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
         for k, bar in enumerate(starts):
             b0, s0 = bar * BEATS_PER_BAR, bar * STEPS_PER_BAR
             w = ctl.slice(b0, b0 + BEATS_PER_WINDOW)
-            cond = torch.from_numpy(C.encode(w, present))[None].to(dev)
-            uncond = torch.from_numpy(C.encode(w, uncond_present))[None].to(dev)
+            layout = model.denoiser.layout
+            cond = torch.from_numpy(C.encode(w, present, layout))[None].to(dev)
+            uncond = torch.from_numpy(C.encode(w, uncond_present, layout))[None].to(dev)
             segments = torch.from_numpy((w.phrase_id - w.phrase_id.min()).astype(np.int64))[None].to(dev)
             known_steps = max(0, done_until - s0)  # the overlap with the previous window is inpainted
             known = mask = None

@@ -28,8 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bgmgen.constants import BEATS_PER_WINDOW, N_PITCHES, ROLL_CHANNELS, STEPS_PER_BEAT, WINDOW_STEPS
-from bgmgen.controls import (CONTROL_DIM, DYNAMIC_GROUPS, GROUP_SLICES, GROUPS, PRESENT_OFFSET,
-                             SEMANTIC_GROUPS)
+from bgmgen.controls import DYNAMIC_GROUPS, LAYOUTS, SEMANTIC_GROUPS
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,10 @@ class DenoiserConfig:
     mask_context_beats: int = 1  # a step also sees tokens this many beats outside its segment
     selector: str = "soft"  # "soft" | "hard" | "none"
     selector_threshold: float = 0.2  # hard selector: dynamic tokens when t <= threshold (t in [0, 1])
+    controls_layout: int = 1  # controls.LAYOUTS key: 1 = the v1 model's 62 values, 2 adds the groove
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def group_columns(groups: tuple[str, ...]) -> list[int]:
-    cols = []
-    for g in groups:
-        s = GROUP_SLICES[g]
-        cols += list(range(s.start, s.stop)) + [PRESENT_OFFSET + GROUPS.index(g)]
-    return cols
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -115,8 +107,9 @@ class Denoiser(nn.Module):
         self.in_proj = nn.Linear(ROLL_CHANNELS * N_PITCHES, d)
         self.pos = nn.Parameter(torch.randn(WINDOW_STEPS, d) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.sem_cols = group_columns(SEMANTIC_GROUPS)
-        self.dyn_cols = group_columns(DYNAMIC_GROUPS)
+        self.layout = LAYOUTS[config.controls_layout]
+        self.sem_cols = self.layout.columns(SEMANTIC_GROUPS)
+        self.dyn_cols = self.layout.columns(DYNAMIC_GROUPS)
         self.sem_embed = nn.Sequential(nn.Linear(len(self.sem_cols), d), nn.SiLU(), nn.Linear(d, d))
         self.dyn_embed = nn.Sequential(nn.Linear(len(self.dyn_cols), d), nn.SiLU(), nn.Linear(d, d))
         self.beat_pos = nn.Parameter(torch.randn(BEATS_PER_WINDOW, d) * 0.02)
@@ -163,7 +156,7 @@ class Denoiser(nn.Module):
         return bias
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-        """x: (B, 2, 128, 128) noisy roll; t: (B,) in [0, 1]; cond: (B, 32, CONTROL_DIM);
+        """x: (B, 2, 128, 128) noisy roll; t: (B,) in [0, 1]; cond: (B, 32, layout.dim);
         segments: (B, 32) segment id per beat. Returns x0 logits (B, 2, 128, 128)."""
         B = x.shape[0]
         h = self.in_proj(x.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, -1)) + self.pos  # (B, 128, d)
@@ -184,5 +177,3 @@ class Denoiser(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
-
-assert CONTROL_DIM == PRESENT_OFFSET + len(GROUPS)

@@ -19,15 +19,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bgmgen import controls as C
-from bgmgen.constants import BEATS_PER_BAR, MAX_BPM, MIN_BPM
+from bgmgen.constants import BEATS_PER_BAR, MAX_BPM, MIN_BPM, STEPS_PER_BAR, STEPS_PER_BEAT
 from bgmgen.moods import DEFAULT_MOOD, MOODS, QUALITY_INTERVALS
 
-# POP909 per-beat statistics (training songs, all tracks; computed from the grid cache with
-# controls.rhythm_from_onsets): density 5th..95th percentile, and the mean number of onset
-# positions and of simultaneous onsets for each density 0..12.
-POP909_DENSITY_RANGE = (1.5, 9.0)
-POP909_POSITIONS_BY_DENSITY = np.array([0.0, 1.0, 1.75, 1.98, 2.22, 2.47, 2.7, 2.98, 3.23, 3.38, 3.47, 3.53, 3.48])
-POP909_ACCENT_BY_DENSITY = np.array([0.0, 1.0, 1.25, 2.02, 2.41, 3.11, 3.53, 3.92, 4.18, 4.56, 4.78, 5.09, 5.31])
+# POP909 statistics (training songs, all tracks, sixteenth grid), printed by scripts/pop909_tables.py
+# (run it to regenerate): onsets per beat 5th..95th percentile; mean distinct onset positions and
+# mean most-simultaneous onsets for each density 0..12; the most common one-bar grooves.
+POP909_DENSITY_RANGE = (2.0, 9.0)
+POP909_POSITIONS_BY_DENSITY = np.array([0.00, 1.00, 1.76, 1.99, 2.22, 2.48, 2.71, 2.98, 3.23, 3.38, 3.48, 3.54, 3.49])
+POP909_ACCENT_BY_DENSITY = np.array([0.00, 1.00, 1.24, 2.01, 2.39, 3.10, 3.52, 3.91, 4.16, 4.56, 4.78, 5.08, 5.31])
+POP909_BAR_GROOVES = {  # onset sixteenths per bar -> the most common one-bar grooves (share of those bars)
+    1: ("1000000000000000", "0000000010000000", "0000000000000010",),  # 0.79, 0.05, 0.03
+    2: ("1000000010000000", "1000000000000001", "1000000000000010",),  # 0.23, 0.14, 0.09
+    3: ("1000000010001000", "1000000000001010", "1000100010000000",),  # 0.15, 0.12, 0.12
+    4: ("1000100010001000", "1010101000000000", "1000001010001000",),  # 0.37, 0.09, 0.05
+    5: ("1010101010000000", "1000100010001010", "1000101010001000",),  # 0.14, 0.12, 0.11
+    6: ("1000101010001010", "1010101010001000", "1000100010101010",),  # 0.10, 0.09, 0.07
+    7: ("1010101010101000", "1010101000101010", "1000101010101010",),  # 0.20, 0.18, 0.16
+    8: ("1010101010101010", "1010100110101010", "1010101010101001",),  # 0.84, 0.01, 0.01
+    9: ("1010101110101010", "1010101010101011", "1010101010111010",),  # 0.20, 0.16, 0.12
+    10: ("1011101010111010", "1010101010101111", "1010101110101011",),  # 0.10, 0.09, 0.09
+    11: ("1010101110101111", "1010101010111111", "1011101110101011",),  # 0.06, 0.06, 0.04
+    12: ("1101110111011101", "1010101011111111", "1010111110101111",),  # 0.10, 0.05, 0.04
+    13: ("1011101110111111", "1010101111111111", "1011111110101111",),  # 0.06, 0.05, 0.04
+    14: ("1011111110111111", "1111101111111011", "1010111111111111",),  # 0.11, 0.07, 0.06
+    15: ("1011111111111111", "1111111111111110", "1111111110111111",),  # 0.18, 0.17, 0.11
+    16: ("1111111111111111",),  # 1.00
+}
 MAJOR_TONICS = (0, 2, 3, 5, 7, 9, 10)  # C D Eb F G A Bb: comfortable piano keys
 MINOR_TONICS = (9, 4, 2, 0, 7, 11)  # A E D C G B
 NOTE_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -196,6 +214,20 @@ def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
             accent[b] = 1.0
     for b in starts[1:]:
         accent[b] = max(accent[b], 0.8)
+    # Groove: each section repeats one of POP909's most common one-bar grooves (bar-to-bar repetition
+    # is what pop accompaniment does), with as many onset sixteenths per bar as the section's density
+    # implies; consecutive sections alternate between the two most common such grooves; an accented
+    # beat gets an onset on the beat. Positions (distinct onset sixteenths) follow from the groove.
+    bounds = starts + [n_beats]
+    groove = np.zeros((n_beats, STEPS_PER_BEAT), np.float32)
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        bits = int(np.clip(np.round(BEATS_PER_BAR * positions[a:b].mean()), 1, STEPS_PER_BAR))
+        choices = POP909_BAR_GROOVES[bits]
+        bar = np.array([int(c) for c in choices[k % min(2, len(choices))]], np.float32)
+        groove[a:b] = bar.reshape(BEATS_PER_BAR, STEPS_PER_BEAT)[np.arange(a, b) % BEATS_PER_BAR]
+    groove[accent >= 0.5, 0] = 1
+    positions = groove.sum(axis=1)
+    density = np.maximum(density, positions)
     accent_raw = np.interp(density, d_idx, POP909_ACCENT_BY_DENSITY) + 2.5 * accent
 
     # Key, chords, register, structure.
@@ -206,7 +238,6 @@ def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
     chord_chroma = np.zeros((n_beats, 12), np.uint8)
     names = []
     beats_per_chord = BEATS_PER_BAR // mood.chords_per_bar
-    bounds = starts + [n_beats]
     sections = []
     register = np.zeros(n_beats, np.float32)
     phrase_id = np.zeros(n_beats, np.int64)
@@ -254,7 +285,7 @@ def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
         accent=accent_raw.astype(np.float32), chord_root=chord_root, chord_chroma=chord_chroma,
         chord_bass=chord_root.copy(), key_tonic=np.full(n_beats, tonic, np.int64),
         key_mode=np.full(n_beats, key_mode), register=register, phrase_id=phrase_id,
-        phrase_pos=phrase_pos, melodic=melodic)
+        phrase_pos=phrase_pos, melodic=melodic, groove=groove)
     velocity_base = float(np.clip(62 + 18 * mean_level + {"calm": -6, "melancholic": -4, "energetic": 6,
                                                           "tense": 4}.get(mood_name, 0), 48, 92))
     return MusicPlan(

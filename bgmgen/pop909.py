@@ -97,14 +97,11 @@ class Song:
         """The song's own per-beat controls (what `bgmgen sample` conditions on)."""
         from bgmgen import controls as C
 
-        n = self.n_beats
-        density, positions, accent = C.rhythm_from_onsets(self.onset)
-        pid, pos, mel = C.phrase_arrays(self.phrases[min(annotator, len(self.phrases) - 1)], n)
-        return C.BeatControls(
-            density=density, positions=positions, accent=accent, chord_root=self.chord_root.astype(np.int64),
-            chord_chroma=self.chord_chroma, chord_bass=self.chord_bass.astype(np.int64),
-            key_tonic=np.full(n, self.key_tonic, np.int64), key_mode=np.full(n, self.key_mode),
-            register=C.register_from_onsets(self.onset), phrase_id=pid, phrase_pos=pos, melodic=mel)
+        pid, pos, mel = C.phrase_arrays(self.phrases[min(annotator, len(self.phrases) - 1)], self.n_beats)
+        return C.music_controls(
+            self.onset, register=C.register_from_onsets(self.onset), chord_root=self.chord_root,
+            chord_chroma=self.chord_chroma, chord_bass=self.chord_bass, key_tonic=self.key_tonic,
+            key_mode=self.key_mode, phrase_id=pid, phrase_pos=pos, melodic=mel)
 
     @property
     def n_bars(self) -> int:

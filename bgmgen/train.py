@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen import controls as C
-from bgmgen.constants import (BARS_PER_WINDOW, BEATS_PER_BAR, N_PITCHES, STEPS_PER_BAR)
+from bgmgen.constants import BARS_PER_WINDOW, BEATS_PER_BAR, N_PITCHES, STEPS_PER_BAR, STEPS_PER_BEAT
 
 GROUP_DROP = 0.15
 ALL_DROP = 0.10
@@ -47,6 +47,7 @@ class TrainOptions:
     ema_decay: float = 0.999
     seed: int = 0
     variant: str = "full"
+    controls_layout: int = C.LATEST_LAYOUT  # 1 for runs started before the groove control (v1, ablations)
     d_model: int = 256
     n_layers: int = 4
     n_heads: int = 4
@@ -77,9 +78,8 @@ class WindowSampler:
         self.key_mode = d["key_mode"][keep]
         self.chord_root, self.chord_chroma, self.chord_bass = d["chord_root"], d["chord_chroma"], d["chord_bass"]
         self.phrase = [(d[f"phrase_id{k}"], d[f"phrase_pos{k}"], d[f"melodic{k}"]) for k in (1, 2)]
-        # Per-beat rhythm and register over the whole dataset, computed once.
-        self.density, self.positions, self.accent = C.rhythm_from_onsets(self.onset)
-        self.register = np.zeros(len(self.density), np.float32)
+        # Per-beat register over the whole dataset, computed once (it looks beyond window edges).
+        self.register = np.zeros(len(self.onset) // STEPS_PER_BEAT, np.float32)
         for so, bo, nb in zip(d["step_offset"], d["beat_offset"], d["n_bars"]):
             self.register[bo:bo + nb * BEATS_PER_BAR] = C.register_from_onsets(
                 self.onset[so:so + nb * STEPS_PER_BAR])
@@ -89,14 +89,12 @@ class WindowSampler:
     def controls(self, song: int, start_bar: int, n_bars: int = BARS_PER_WINDOW, annotator: int = 0) -> C.BeatControls:
         b0 = self.beat_offset[song] + start_bar * BEATS_PER_BAR
         sl = slice(b0, b0 + n_bars * BEATS_PER_BAR)
-        n = n_bars * BEATS_PER_BAR
+        s0 = self.step_offset[song] + start_bar * STEPS_PER_BAR
         pid, pos, mel = (a[sl] for a in self.phrase[annotator])
-        return C.BeatControls(
-            density=self.density[sl], positions=self.positions[sl], accent=self.accent[sl],
-            chord_root=self.chord_root[sl].astype(np.int64), chord_chroma=self.chord_chroma[sl],
-            chord_bass=self.chord_bass[sl].astype(np.int64),
-            key_tonic=np.full(n, self.key_tonic[song], np.int64), key_mode=np.full(n, self.key_mode[song]),
-            register=self.register[sl], phrase_id=pid - pid.min(), phrase_pos=pos, melodic=mel)
+        return C.music_controls(
+            self.onset[s0:s0 + n_bars * STEPS_PER_BAR], register=self.register[sl], chord_root=self.chord_root[sl],
+            chord_chroma=self.chord_chroma[sl], chord_bass=self.chord_bass[sl], key_tonic=self.key_tonic[song],
+            key_mode=self.key_mode[song], phrase_id=pid - pid.min(), phrase_pos=pos, melodic=mel)
 
     def roll(self, song: int, start_bar: int, n_bars: int = BARS_PER_WINDOW, shift: int = 0) -> np.ndarray:
         """(2, n_steps, 128) in {0, 1}, transposed by `shift` semitones (notes pushed off the keyboard vanish)."""
@@ -111,7 +109,7 @@ class WindowSampler:
                 r[..., N_PITCHES + shift:] = 0
         return r
 
-    def batch(self, rng: np.random.Generator, size: int, train: bool = True):
+    def batch(self, rng: np.random.Generator, size: int, train: bool = True, layout: C.Layout = C.LAYOUTS[C.LATEST_LAYOUT]):
         import torch
 
         rolls, conds, segs = [], [], []
@@ -124,7 +122,7 @@ class WindowSampler:
                 drop_all = rng.random() < ALL_DROP
                 present = {g: not drop_all and rng.random() >= GROUP_DROP for g in C.GROUPS}
             rolls.append(self.roll(song, bar, shift=shift))
-            conds.append(C.encode(ctl, present))
+            conds.append(C.encode(ctl, present, layout))
             segs.append(ctl.phrase_id)
         return (torch.from_numpy(np.stack(rolls)), torch.from_numpy(np.stack(conds)),
                 torch.from_numpy(np.stack(segs).astype(np.int64)))
@@ -159,7 +157,8 @@ def train(o: TrainOptions, log=print) -> Path:
     log(f"train: {len(train_set.song_ids)} songs, {len(train_set.windows)} windows; "
         f"valid: {len(valid_set.song_ids)} songs, {len(valid_set.windows)} windows")
 
-    config = DenoiserConfig(d_model=o.d_model, n_layers=o.n_layers, n_heads=o.n_heads, **VARIANTS[o.variant])
+    config = DenoiserConfig(d_model=o.d_model, n_layers=o.n_layers, n_heads=o.n_heads,
+                            controls_layout=o.controls_layout, **VARIANTS[o.variant])
     torch.manual_seed(o.seed)
     model = Denoiser(config).to(o.device)
     ema = Denoiser(config).to(o.device)
@@ -184,7 +183,7 @@ def train(o: TrainOptions, log=print) -> Path:
 
     # Fixed validation batch: same windows, noise levels and noise every time.
     vrng = np.random.default_rng(1234)
-    vbatches = [valid_set.batch(vrng, 32, train=False) for _ in range(4)]
+    vbatches = [valid_set.batch(vrng, 32, train=False, layout=model.layout) for _ in range(4)]
 
     def validate() -> float:
         vgen = torch.Generator().manual_seed(99)
@@ -200,7 +199,7 @@ def train(o: TrainOptions, log=print) -> Path:
     last = min(o.steps, o.stop_after or o.steps)
     while step < last:
         model.train()
-        roll, cond, seg = train_set.batch(rng, o.batch_size)
+        roll, cond, seg = train_set.batch(rng, o.batch_size, layout=model.layout)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, o)
         loss = training_loss(model, roll.to(o.device), cond.to(o.device), seg.to(o.device), gen)

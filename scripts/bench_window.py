@@ -35,7 +35,7 @@ def main() -> None:
         chord_root=np.repeat([0, 9, 5, 7], 8), chord_chroma=np.zeros((n, 12), np.uint8),
         chord_bass=np.repeat([0, 9, 5, 7], 8), key_tonic=np.zeros(n, np.int64), key_mode=np.zeros(n),
         register=np.full(n, 62.0), phrase_id=np.repeat([0, 1], 16), phrase_pos=np.tile(np.linspace(0, 1, 16), 2),
-        melodic=np.ones(n))
+        melodic=np.ones(n), groove=np.tile([1, 0, 1, 0], (n, 1)).astype(np.float32))
     for precision in ("fp32", "int8"):
         model = load_music_model(a.model, "cpu", precision)
         generate_from_controls(model, ctl, seed=0, steps=3)  # warm-up

@@ -72,6 +72,38 @@ def test_rhythm_from_onsets_counts():
     assert density.tolist() == [4, 1] and positions.tolist() == [2, 1] and accent.tolist() == [3, 1]
 
 
+def test_groove_from_onsets_and_music_controls():
+    onset = np.zeros((8, 128), np.uint8)
+    onset[0, [60, 64]] = 1
+    onset[2, 72] = 1
+    onset[7, 50] = 1
+    assert C.groove_from_onsets(onset).tolist() == [[1, 0, 1, 0], [0, 0, 0, 1]]
+    c = C.music_controls(onset, register=np.full(2, 60.0), chord_root=np.zeros(2), chord_chroma=np.zeros((2, 12)),
+                         chord_bass=np.zeros(2), key_tonic=3, key_mode=1, phrase_id=np.zeros(2),
+                         phrase_pos=np.zeros(2), melodic=np.ones(2))
+    assert c.density.tolist() == [3, 1] and c.positions.tolist() == c.groove.sum(1).tolist() == [2, 1]
+    assert c.key_tonic.tolist() == [3, 3] and c.slice(1, 2).groove.tolist() == [[0, 0, 0, 1]]
+
+
+def test_layouts_place_the_groove_in_the_rhythm_group():
+    one, two = C.LAYOUTS[1], C.LAYOUTS[2]
+    assert (one.dim, two.dim) == (62, 66) and C.CONTROL_DIM == 62
+    c = _controls(32)
+    c.groove = np.tile([1, 0, 1, 0], (32, 1)).astype(np.float32)
+    f1, f2 = C.encode(c, layout=one), C.encode(c, layout=two)
+    assert f2[:, 3:7].tolist() == c.groove.tolist()
+    # every other group is the same values shifted by the four groove columns
+    for g in ("harmony", "key", "structure"):
+        assert np.array_equal(f1[:, one.slices[g]], f2[:, two.slices[g]]), g
+    assert np.array_equal(f1[:, :3], f2[:, :3])
+    assert len(two.columns(C.DYNAMIC_GROUPS)) == 8 and len(one.columns(C.DYNAMIC_GROUPS)) == 4
+    dropped = C.encode(c, {"rhythm": False}, layout=two)
+    assert dropped[:, two.slices["rhythm"]].sum() == 0
+    c.groove = None
+    with pytest.raises(ValueError, match="groove"):
+        C.encode(c, layout=two)
+
+
 def test_encode_groups_and_transpose():
     c = _controls(32)
     f = C.encode(c)
@@ -208,6 +240,21 @@ def test_plan_fills_the_video_exactly(duration):
     assert abs(p.n_beats * 60 / p.bpm - duration) < 1e-6
     assert len(p.controls) == p.n_beats == len(p.density)
     assert p.sections[0]["start_beat"] == 0 and p.sections[-1]["end_beat"] == p.n_beats
+
+
+def test_plan_grooves_repeat_each_bar_within_a_section():
+    from bgmgen.plan import PlanOptions, make_plan
+
+    p = make_plan(_analysis(24.0, [8.0, 16.0]), PlanOptions(seed=2))
+    g, c = p.controls.groove, p.controls
+    assert g.shape == (p.n_beats, 4)
+    assert np.array_equal(c.positions, g.sum(1)) and (c.density >= c.positions).all()
+    for sec in p.sections:
+        a, b = sec["start_beat"], sec["end_beat"]
+        for beat in range(a + 4, b):
+            if p.accent[beat] < 0.5 and p.accent[beat - 4] < 0.5:  # accents add an onset on the beat
+                assert np.array_equal(g[beat], g[beat - 4]), (sec, beat)
+    assert (g[p.accent >= 0.5, 0] == 1).all()
 
 
 def test_plan_puts_sections_on_cuts_and_ends_on_the_tonic():
