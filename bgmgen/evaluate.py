@@ -340,6 +340,8 @@ def video_metrics(run: dict, midi_path) -> dict:
       plan's motion per beat and the generated onsets per beat (MIDI onsets binned by the plan's
       beat times, seconds).
     - ``density_rho``: Spearman rho between requested (plan) and generated density per beat.
+    - ``gps``: grooving pattern similarity of the generated MIDI (metrics.grooving_pattern_similarity;
+      the score starts on a downbeat at time 0): how repetitive the rhythm is from bar to bar.
     """
     plan = run.get("plan") or {}
     video = run.get("video") or {}
@@ -397,11 +399,12 @@ def video_metrics(run: dict, midi_path) -> dict:
         out["density_rho"] = M.spearman_rho(requested, dens) if len(requested) else math.nan
     else:
         out["motion_density_r"] = out["motion_density_rho"] = out["density_rho"] = math.nan
+    out["gps"] = M.grooving_pattern_similarity(M.read_midi_notes(midi_path))
     return out
 
 
 VIDEO_KEYS = ("length_ratio", "cut_phrase_share", "cut_accent_share", "cut_hit_share",
-              "motion_density_r", "motion_density_rho", "density_rho")
+              "motion_density_r", "motion_density_rho", "density_rho", "gps")
 
 
 def run_video_eval(scored_dir, json_path=None, console=None) -> dict:

@@ -378,6 +378,8 @@ def test_video_eval(tmp_path):
     # generated density per beat (1 except 3 at beat 8) follows motion exactly
     assert v["motion_density_r"] == pytest.approx(1.0)
     assert v["density_rho"] == pytest.approx(1.0)
+    # an onset on every beat of bars 0-2 (the last bar is left out, as in Diff-BGM): same groove
+    assert v["gps"] == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------------------------ real data
