@@ -248,7 +248,10 @@ def cache_key(path: str | os.PathLike, options: AnalysisOptions) -> str:
                 opts[k] = f"{os.path.abspath(opts[k])}|{st.st_size}|{st.st_mtime_ns}"
             except OSError:
                 pass
-    blob = json.dumps({"file": content_hash(path), "version": ANALYSIS_VERSION, "options": opts}, sort_keys=True)
+    from bgmgen.semantic import cached_weight_sources
+
+    blob = json.dumps({"file": content_hash(path), "version": ANALYSIS_VERSION, "options": opts,
+                       "semantic_sources": cached_weight_sources(options)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

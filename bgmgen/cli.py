@@ -8,11 +8,12 @@ even rich) is imported inside the command functions, after the arguments were pa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
 from bgmgen import __version__
-from bgmgen.errors import BgmgenError
+from bgmgen.errors import BgmgenError, InputError
 
 MIX_MODES = ("replace", "keep", "duck")
 TRAIN_VARIANTS = ("full", "no-mask", "no-selector")
@@ -21,47 +22,36 @@ DEVICES = ("cpu", "cuda")
 EXIT_INTERRUPTED = 130
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
-    return value
+def _number(kind: type, lo: float, hi: float | None, what: str):
+    """An argparse type: `kind` (int or float) within lo..hi (hi None: no upper bound), named `what`
+    in the error message."""
+    noun = "a whole number" if kind is int else "a number"
+    fmt = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
 
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun} ({what}), got {text!r}") from None
+        if not (lo <= value and (hi is None or value <= hi)):
+            bounds = f"at least {fmt(lo)}" if hi is None else f"between {fmt(lo)} and {fmt(hi)}"
+            raise argparse.ArgumentTypeError(f"{what} must be {bounds}, got {fmt(value)}")
+        return value
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"the seed must be in 0..{2**32 - 1}, got {value}")
-    return value
+    parse.__name__ = what  # argparse names the type in its own messages
+    return parse
 
 
 def _bpm(text: str) -> float:
-    from bgmgen.constants import MAX_BPM, MIN_BPM
+    from bgmgen.constants import MAX_BPM, MIN_BPM  # constants.py is light, but only when a tempo is given
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a tempo in BPM, got {text!r}") from None
-    if not MIN_BPM <= value <= MAX_BPM:
-        raise argparse.ArgumentTypeError(
-            f"the tempo must be between {MIN_BPM:g} and {MAX_BPM:g} BPM, got {value:g}")
-    return value
+    return _number(float, MIN_BPM, MAX_BPM, "the tempo in BPM")(text)
 
 
-def _guidance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 20.0:
-        raise argparse.ArgumentTypeError(f"the guidance scale must be between 0 and 20, got {value:g}")
-    return value
+_positive_int = _number(int, 1, None, "a count")
+_seed = _number(int, 0, 2**32 - 1, "the seed")
+_guidance = _number(float, 0.0, 20.0, "the guidance scale")
+_learning_rate = _number(float, 1e-7, 1.0, "the learning rate")
 
 
 def _mood(text: str) -> str:
@@ -144,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--variant", choices=TRAIN_VARIANTS, default="full",
                    help="full model or an ablation (no segment mask / no feature selector)")
+    p.add_argument("--init-from", metavar="PATH",
+                   help="start from this model file (new control columns start at zero); fresh optimiser")
+    p.add_argument("--lr", type=_learning_rate, default=None, metavar="LR", help="peak learning rate (default 5e-4)")
+    p.add_argument("--warmup", type=_positive_int, default=None, metavar="N", help="warm-up steps (default 300)")
     _common(p)
     p.set_defaults(func=cmd_train)
 
@@ -204,6 +198,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _require_dirs(args.data, args.structure)
+    if args.init_from and not os.path.isfile(args.init_from):
+        raise InputError(f"{args.init_from}: --init-from model file not found; give a .safetensors model")
     from bgmgen.train import run_train
 
     return _as_exit_code(run_train(args))
@@ -217,7 +213,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from bgmgen.errors import InputError
 
     if args.videos:
         if args.generated or args.data:
@@ -258,10 +253,6 @@ def _terminate_cleanly() -> None:
 
 
 def _require_dirs(*paths: str) -> None:
-    import os
-
-    from bgmgen.errors import InputError
-
     for path in paths:
         if not os.path.isdir(path):
             what = "does not exist" if not os.path.exists(path) else "is not a folder"

@@ -643,6 +643,10 @@ class BatchContext:
             fp["soundfont_sha256"] = self.hashes.sha256(self.soundfont())
         except BgmgenError:
             fp["soundfont_sha256"] = None
+        # CLIP/BLIP weights that appear in the HF cache after a fallback run make the outputs stale.
+        from bgmgen.semantic import cached_weight_sources
+
+        fp["semantic_sources"] = cached_weight_sources(self.options.analysis_options())
         return fp
 
     def note(self, text: str, console) -> None:

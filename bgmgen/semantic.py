@@ -512,6 +512,25 @@ def _load_text(folder: Path, device: str) -> _TextBundle:
     return _TextBundle(model, tokenizer, str(folder), [], device)
 
 
+def cached_weight_sources(options: "AnalysisOptions") -> dict[str, str | None]:
+    """The CLIP file and BLIP folder the default (no explicit path) lookup would use now, from the
+    local caches only (None = absent). Part of the analysis cache key and of the outputs' fingerprint,
+    so weights that appear in the cache later make the next run recompute instead of reusing a
+    fallback analysis. Cheap: no open_clip import for the default CLIP tag, no network."""
+    out: dict[str, str | None] = {}
+    name = str(getattr(options, "clip_model", "ViT-B-32"))
+    tag = getattr(options, "clip_pretrained", "openai") or None
+    if not getattr(options, "clip_weights", None):
+        if (name, tag) in CLIP_HF_HUB:
+            out["clip"] = _hf_cached_file(*_clip_hub_files(CLIP_HF_HUB[name, tag]))
+        else:
+            out["clip"] = locate_weights(options)["clip"]["path"]
+    if not getattr(options, "blip_weights", None):
+        folder = _hf_cached_snapshot(str(getattr(options, "blip_model", "Salesforce/blip-image-captioning-base")))
+        out["blip"] = str(folder) if folder else None
+    return out
+
+
 def locate_weights(options: "AnalysisOptions") -> dict[str, dict[str, str | None]]:
     """Where each semantic model would come from, without loading or downloading (for `bgmgen doctor`)."""
     out: dict[str, dict[str, str | None]] = {}

@@ -58,6 +58,7 @@ class TrainOptions:
     eval_every: int = 500
     device: str = "cpu"
     resume: bool = False
+    init_from: str | None = None  # start from these weights (e.g. v1 for a layout-2 model), fresh optimiser
     quiet: bool = False
 
 
@@ -128,6 +129,49 @@ class WindowSampler:
                 torch.from_numpy(np.stack(segs).astype(np.int64)))
 
 
+def warm_start_state(path: str | Path, model) -> dict:
+    """The weights of the model file at `path`, fitted to `model`: tensors of the same shape are
+    taken as they are; the first layer of a condition embedding whose controls layout gained
+    columns (layout 1 -> 2 adds the groove to the rhythm group) keeps the old columns' weights and
+    starts the new columns at zero, so the warm-started model computes what the old one did until
+    it learns to use the new controls."""
+    import torch
+
+    from bgmgen.weights import load_denoiser
+
+    old, _ = load_denoiser(path)
+    new_state = model.state_dict()
+    state = {}
+    for name, value in old.state_dict().items():
+        target = new_state[name]
+        if value.shape == target.shape:
+            state[name] = value
+            continue
+        group_cols = {"sem_embed.0.weight": C.SEMANTIC_GROUPS, "dyn_embed.0.weight": C.DYNAMIC_GROUPS}
+        if name not in group_cols:
+            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, this model needs {tuple(target.shape)}")
+        old_cols = old.layout.columns(group_cols[name])
+        new_cols = model.layout.columns(group_cols[name])
+        new_index = {self_col: k for k, self_col in enumerate(new_cols)}
+        fitted = torch.zeros_like(target)
+        for k, col in enumerate(old_cols):
+            fitted[:, new_index[_same_feature(col, old.layout, model.layout)]] = value[:, k]
+        state[name] = fitted
+    return state
+
+
+def _same_feature(col: int, old: C.Layout, new: C.Layout) -> int:
+    """The column of `new` that holds the feature in column `col` of `old` (groups keep their
+    internal order; a group's extra columns, such as the groove, come after its old ones)."""
+    if col >= old.present_offset:
+        return new.present_offset + (col - old.present_offset)
+    for g in C.GROUPS:
+        s = old.slices[g]
+        if s.start <= col < s.stop:
+            return new.slices[g].start + (col - s.start)
+    raise ValueError(f"column {col} is outside layout {old.version}")
+
+
 def lr_at(step: int, o: TrainOptions) -> float:
     if step < o.warmup:
         return o.lr * (step + 1) / o.warmup
@@ -178,6 +222,10 @@ def train(o: TrainOptions, log=print) -> Path:
         rng.bit_generator.state = json.loads(ck["numpy_rng"])
         gen.set_state(ck["torch_rng"])
         log(f"resumed from {ckpt_path} at step {step}")
+    elif o.init_from:
+        model.load_state_dict(warm_start_state(o.init_from, model))
+        ema.load_state_dict(model.state_dict())
+        log(f"initialised from {o.init_from}")
     (out / "options.json").write_text(json.dumps(asdict(o), indent=1))
     log(f"model: {count_parameters(model) / 1e6:.2f} M parameters, variant {o.variant}: {config}")
 

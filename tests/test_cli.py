@@ -170,6 +170,15 @@ def test_train_missing_data_folder_is_one_line(tmp_path, capsys):
     assert err.startswith("bgmgen: error: ") and "nope" in err and err.count("\n") == 1
 
 
+def test_train_missing_init_model_is_one_line_before_any_work(tmp_path, capsys):
+    args = ["train", "--data", str(tmp_path), "--structure", str(tmp_path), "--init-from", str(tmp_path / "v0.safetensors"),
+            "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bgmgen: error: ") and "v0.safetensors" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 # -- rejected inputs through the real command (subprocess) ---------------------------------------
 
 def test_missing_input_is_rejected(tmp_path):

@@ -308,3 +308,36 @@ def test_training_resumes_bit_for_bit(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = (tmp_path / "resumed" / "train_log.jsonl").read_text()
     assert '"step": 4' in log
+
+
+def test_warm_start_from_layout_1_computes_the_same_until_trained(tmp_path):
+    """`bgmgen train --init-from` a layout-1 model: the layout-2 model starts with the groove columns
+    at zero, so it gives exactly the old outputs (the groove then only adds what training teaches)."""
+    from bgmgen.model import Denoiser, DenoiserConfig
+    from bgmgen.train import warm_start_state
+    from bgmgen.weights import save_model
+
+    old = _randomise(_tiny(controls_layout=1))
+    path = tmp_path / "old.safetensors"
+    save_model(old, path, {"config": old.config.to_dict(), "step": 1})
+    old_fp16 = Denoiser(old.config).eval()  # what the file holds (fp16 on disk)
+    old_fp16.load_state_dict({k: v.half().float() for k, v in old.state_dict().items()})
+    new = Denoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, controls_layout=2)).eval()
+    new.load_state_dict(warm_start_state(path, new))
+    c = _controls(32)
+    c.groove = (np.arange(32 * 4).reshape(32, 4) % 3 == 0).astype(np.float32)
+    x, t = torch.randn(1, 2, WINDOW_STEPS, 128), torch.tensor([0.4])
+    seg = torch.from_numpy(c.phrase_id.astype(np.int64))[None]
+    with torch.no_grad():
+        want = old_fp16(x, t, torch.from_numpy(C.encode(c, layout=C.LAYOUTS[1]))[None], seg)
+        got = new(x, t, torch.from_numpy(C.encode(c, layout=C.LAYOUTS[2]))[None], seg)
+    assert torch.allclose(want, got, atol=1e-5)
+    # and the groove columns are really wired in: once they get weight, the groove changes the output
+    with torch.no_grad():
+        groove_cols = [new.dyn_cols.index(c) for c in range(3, 3 + C.GROOVE_SIZE)]  # rhythm: 3 values, then the groove
+        new.dyn_embed[0].weight[:, groove_cols] += 0.5
+        moved = new(x, t, torch.from_numpy(C.encode(c, layout=C.LAYOUTS[2]))[None], seg)
+    assert not torch.allclose(moved, got, atol=1e-3)
+    wrong = Denoiser(DenoiserConfig(d_model=16, n_layers=1, n_heads=2, controls_layout=2))
+    with pytest.raises(ValueError, match="shape"):
+        warm_start_state(path, wrong)

@@ -382,3 +382,33 @@ def test_clip_found_in_hf_cache_by_the_fast_path(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
     assert S._hf_cached_file(repo, names) == str(snap / names[-1])
+
+
+def test_analysis_cache_key_notices_weights_that_appear_later(tmp_path, monkeypatch):
+    # A run without CLIP caches a fallback analysis; once CLIP weights land in the HF cache, the key
+    # (and so the outputs' fingerprint) must change, or the fallback would be reused for ever.
+    import huggingface_hub.constants as hc
+
+    from bgmgen.analysis import cache_key
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hub))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not decoded by cache_key")
+    options = AnalysisOptions()
+    before = cache_key(video, options)
+    assert S.cached_weight_sources(options) == {"clip": None, "blip": None}
+    assert cache_key(video, options) == before
+
+    repo, names = S._clip_hub_files(S.CLIP_HF_HUB["ViT-B-32", "openai"])
+    root = hub / ("models--" + repo.replace("/", "--"))
+    (root / "snapshots" / "abc123").mkdir(parents=True)
+    (root / "snapshots" / "abc123" / names[0]).write_bytes(b"x")
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text("abc123")
+    assert S.cached_weight_sources(options)["clip"] == str(root / "snapshots" / "abc123" / names[0])
+    assert cache_key(video, options) != before
+    # An explicit path is keyed by the path itself, not by the HF cache.
+    explicit = AnalysisOptions(clip_weights=str(tmp_path / "clip.safetensors"))
+    assert "clip" not in S.cached_weight_sources(explicit)
