@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion sampling steps (default: the model's)")
     p.add_argument("--guidance", type=_guidance, default=None, metavar="G",
                    help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--loose-groove", action="store_true",
+                   help="let the music place onsets off the plan's groove (default: the groove is imposed)")
     p.add_argument("--soundfont", metavar="PATH", help="SoundFont (.sf2/.sf3) used to render")
     _common(p)
     p.set_defaults(func=cmd_score)
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PATH", help="music model (default: the one in models/)")
     p.add_argument("--steps", type=_positive_int, default=None, metavar="N")
     p.add_argument("--guidance", type=_guidance, default=None, metavar="G")
+    p.add_argument("--loose-groove", action="store_true",
+                   help="the song's groove only conditions the model (its own rhythm); default: imposed")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     _common(p)
     p.set_defaults(func=cmd_sample)

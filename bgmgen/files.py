@@ -23,10 +23,12 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get the usual permissions
+    mode = 0o666 & ~umask  # mkstemp makes 0600; outputs should get the usual permissions
+    os.chmod(tmp, mode)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)  # again: some writers (safetensors) recreate the file as 0600
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

@@ -77,6 +77,7 @@ class ScoreOptions:
     model: str | None = None
     steps: int | None = None
     guidance: float | None = None
+    loose_groove: bool = False        # let the model place onsets off the plan's groove
     soundfont: str | None = None
 
     # Fields that do not change what is written (so they do not make outputs stale).
@@ -722,6 +723,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         gen_kw["steps"] = opts.steps
     if opts.guidance is not None:
         gen_kw["guidance"] = opts.guidance
+    gen_kw["strict_groove"] = not opts.loose_groove
     with sw.stage("generate", stage_cb):
         roll = generate.generate_roll(model, music_plan, **gen_kw)
     with sw.stage("midi", stage_cb):

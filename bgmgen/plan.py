@@ -216,15 +216,22 @@ def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
         accent[b] = max(accent[b], 0.8)
     # Groove: each section repeats one of POP909's most common one-bar grooves (bar-to-bar repetition
     # is what pop accompaniment does), with as many onset sixteenths per bar as the section's density
-    # implies; consecutive sections alternate between the two most common such grooves; an accented
-    # beat gets an onset on the beat. Positions (distinct onset sixteenths) follow from the groove.
+    # implies; consecutive sections alternate between the two most common such grooves, and the 4th
+    # bar of every 4 in a section takes the other one (a phrase-end variation, so a long shot does
+    # not repeat one bar mechanically); an accented beat gets an onset on the beat. Positions
+    # (distinct onset sixteenths) follow from the groove. The sampler imposes it (strict groove).
     bounds = starts + [n_beats]
     groove = np.zeros((n_beats, STEPS_PER_BEAT), np.float32)
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         bits = int(np.clip(np.round(BEATS_PER_BAR * positions[a:b].mean()), 1, STEPS_PER_BAR))
-        choices = POP909_BAR_GROOVES[bits]
-        bar = np.array([int(c) for c in choices[k % min(2, len(choices))]], np.float32)
-        groove[a:b] = bar.reshape(BEATS_PER_BAR, STEPS_PER_BEAT)[np.arange(a, b) % BEATS_PER_BAR]
+        choices = [np.array([int(c) for c in g], np.float32).reshape(BEATS_PER_BAR, STEPS_PER_BEAT)
+                   for g in POP909_BAR_GROOVES[bits][:2]]
+        beats = np.arange(a, b)
+        bar_in_section = beats // BEATS_PER_BAR - a // BEATS_PER_BAR
+        variant = (k + (bar_in_section % 4 == 3)) % len(choices)
+        for v, bar in enumerate(choices):
+            sel = variant == v
+            groove[beats[sel]] = bar[beats[sel] % BEATS_PER_BAR]
     groove[accent >= 0.5, 0] = 1
     positions = groove.sum(axis=1)
     density = np.maximum(density, positions)

@@ -28,6 +28,7 @@ class SampleOptions:
     model: str | None = None
     steps: int = DEFAULT_STEPS
     guidance: float | None = None  # default: generate.DEFAULT_GUIDANCE (on generate.DEFAULT_GUIDE_GROUPS)
+    loose_groove: bool = False  # True: the groove is only a condition, not imposed (the model's own rhythm)
     device: str = "cpu"
     precision: str | None = None  # fp32 | int8 (default: int8 on CPU)
     max_bars: int | None = None  # generate only the first N bars of each song (quick checks)
@@ -57,7 +58,8 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
         if o.max_bars:
             ctl = ctl.slice(0, o.max_bars * 4)
         roll = generate_from_controls(model, ctl, seed=o.seed, steps=o.steps,
-                                      guidance=DEFAULT_GUIDANCE if o.guidance is None else o.guidance)
+                                      guidance=DEFAULT_GUIDANCE if o.guidance is None else o.guidance,
+                                      strict_groove=not o.loose_groove)
         notes = roll_to_notes(roll)
         accent = ctl.accent / max(1.0, float(ctl.accent.max()))
         pm = notes_to_midi(notes, note_velocities(notes, accent), song.bpm)

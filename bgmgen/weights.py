@@ -12,7 +12,7 @@ from pathlib import Path
 from bgmgen.errors import MissingDependencyError
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL_NAME = "bgmgen-music-v1.safetensors"
+DEFAULT_MODEL_NAME = "bgmgen-music-v2.safetensors"
 
 
 def save_model(model, path: str | Path, meta: dict) -> None:

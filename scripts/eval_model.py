@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default=None, help="fp32 | int8 (default: int8 on CPU)")
+    ap.add_argument("--loose-groove", action="store_true", help="the groove conditions but is not imposed")
+    ap.add_argument("--no-eval", action="store_true", help="sample only (e.g. one of several parallel shards)")
     a = ap.parse_args()
 
     import torch
@@ -35,8 +37,12 @@ def main() -> None:
 
     t0 = time.time()
     sample_songs(SampleOptions(data=a.data, structure=a.structure, songs=a.songs, out=a.out, seed=a.seed,
-                               model=a.model, steps=a.steps, guidance=a.guidance, max_bars=a.max_bars, precision=a.precision))
+                               model=a.model, steps=a.steps, guidance=a.guidance, max_bars=a.max_bars, precision=a.precision,
+                               loose_groove=a.loose_groove))
     t1 = time.time()
+    if a.no_eval:
+        print(f"sampling {t1 - t0:.0f} s")
+        return
     run_eval(a.out, a.data, songs=a.songs, json_path=f"{a.out}/eval.json", structure_dir=a.structure)
     print(f"sampling {t1 - t0:.0f} s, eval {time.time() - t1:.0f} s")
 

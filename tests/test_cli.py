@@ -435,3 +435,26 @@ def test_native_output_is_kept_off_the_terminal(capfd):
     with pipeline.native_output_sink(False):
         os.write(2, b"visible with --debug\n")
     assert capfd.readouterr().err == "visible with --debug\n"
+
+
+def test_atomic_outputs_get_umask_permissions_even_when_the_writer_recreates_the_file(tmp_path):
+    # safetensors' writer replaces the temporary file with a 0600 one; outputs (weights, MIDI, ...)
+    # must still be readable by the group/others the umask allows.
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from bgmgen.files import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "w.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp))
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    for name in ("w.safetensors", "a.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "w.safetensors"]

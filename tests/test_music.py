@@ -249,11 +249,19 @@ def test_plan_grooves_repeat_each_bar_within_a_section():
     g, c = p.controls.groove, p.controls
     assert g.shape == (p.n_beats, 4)
     assert np.array_equal(c.positions, g.sum(1)) and (c.density >= c.positions).all()
+    varied = 0
     for sec in p.sections:
         a, b = sec["start_beat"], sec["end_beat"]
+        first_bar = a // 4
         for beat in range(a + 4, b):
-            if p.accent[beat] < 0.5 and p.accent[beat - 4] < 0.5:  # accents add an onset on the beat
+            if p.accent[beat] >= 0.5 or p.accent[beat - 4] >= 0.5:  # accents add an onset on the beat
+                continue
+            phrase_end = {(beat // 4 - first_bar) % 4 == 3, (beat // 4 - 1 - first_bar) % 4 == 3}
+            if phrase_end == {False}:  # bars 1-3 of each 4 in a section repeat exactly
                 assert np.array_equal(g[beat], g[beat - 4]), (sec, beat)
+            else:
+                varied += not np.array_equal(g[beat], g[beat - 4])
+    assert varied > 0  # the 4th bar of 4 is a variation
     assert (g[p.accent >= 0.5, 0] == 1).all()
 
 
@@ -341,3 +349,21 @@ def test_warm_start_from_layout_1_computes_the_same_until_trained(tmp_path):
     wrong = Denoiser(DenoiserConfig(d_model=16, n_layers=1, n_heads=2, controls_layout=2))
     with pytest.raises(ValueError, match="shape"):
         warm_start_state(path, wrong)
+
+
+def test_strict_groove_puts_onsets_exactly_on_the_groove(tiny_model):
+    """Default sampling imposes the groove: onsets only on its sixteenths and at least one on each;
+    with loose_groove the model may leave it (the tiny random model does)."""
+    from bgmgen.generate import generate_from_controls
+
+    c = _controls(10 * 4)  # 10 bars: two windows, so the inpainted overlap is covered too
+    bar = np.array([1, 0, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0], np.float32)
+    c.groove = np.tile(bar, 10).reshape(-1, 4)
+    strict = generate_from_controls(tiny_model, c, seed=0, steps=4)
+    has_onset = strict[0].any(axis=1)
+    assert np.array_equal(has_onset, c.groove.reshape(-1) > 0)
+    loose = generate_from_controls(tiny_model, c, seed=0, steps=4, strict_groove=False)
+    assert not np.array_equal(loose[0].any(axis=1), c.groove.reshape(-1) > 0)
+    # a dropped rhythm group means no groove to impose
+    free = generate_from_controls(tiny_model, c, seed=0, steps=4, guidance=1.0, present={"rhythm": False})
+    assert not np.array_equal(free[0].any(axis=1), c.groove.reshape(-1) > 0)
