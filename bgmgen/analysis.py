@@ -259,15 +259,47 @@ def cache_key(path: str | os.PathLike, options: AnalysisOptions) -> str:
 
 
 class _PassOne:
-    """Consumer of the all-frames pass: TransNetV2 input and per-frame statistics."""
+    """Consumer of the all-frames pass: TransNetV2 input and per-frame statistics. The detector loads
+    in the background (importing torch takes ~2 s here); once it is there, frames stream into it so
+    its windows run while decoding goes on (shots.ShotStream)."""
 
-    def __init__(self):
-        self.tn: list[np.ndarray] = []
+    def __init__(self, detector: "concurrent.futures.Future"):
+        self.detector = detector
+        self.stream = None
+        self.tn: list[np.ndarray] = []  # frames not yet in a stream
         self.stats = motion_mod.FrameStatsAccumulator()
 
+    def _start_stream(self) -> None:
+        det = self.detector.result()
+        if hasattr(det, "stream"):  # the histogram fallback takes all frames at the end
+            self.stream = det.stream()
+            for tn in self.tn:
+                self.stream.add(tn)
+            self.tn.clear()
+
     def add(self, chunk: FrameChunk) -> None:
-        self.tn.append(shots_mod.pool_to_tn(chunk.rgb))
+        tn = shots_mod.pool_to_tn(chunk.rgb)
+        if self.stream is None and self.detector.done():
+            self._start_stream()
+        if self.stream is not None:
+            self.stream.add(tn)
+        else:
+            self.tn.append(tn)
         self.stats.add(chunk)
+
+    def cancel(self) -> None:
+        if self.stream is not None:
+            self.stream.cancel()
+
+    def predict(self) -> np.ndarray:
+        det = self.detector.result()
+        if self.stream is None and hasattr(det, "stream"):
+            self._start_stream()
+        if self.stream is not None:
+            return self.stream.finish()
+        probs = det.predict(np.concatenate(self.tn) if self.tn else np.zeros((0, 27, 48, 3), np.uint8))
+        self.tn.clear()
+        return probs
 
 
 def _timed(timings: dict, name: str, progress: Callable[[str], None] | None):
@@ -319,23 +351,37 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
     warnings: list[str] = []
     fallbacks: dict[str, str] = {}
 
+    loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-load-shots")
+    detector = loader.submit(lambda: models.shot_detector)
+    loader.shutdown(wait=False)
+    attempts: list[_PassOne] = []
+
+    def pass_one() -> _PassOne:  # a decoder that fails part-way restarts with a fresh consumer
+        for old in attempts:
+            old.cancel()
+        attempts.append(_PassOne(detector))
+        return attempts[-1]
+
+    # "decode" includes the shot-detection windows that ran meanwhile; "shots" is what is left after.
     with _timed(timings, "decode", progress):
-        pass1, scan = scan_small(info, _PassOne)
-        tn = np.concatenate(pass1.tn)
-        pass1.tn.clear()
+        try:
+            pass1, scan = scan_small(info, pass_one)
+        except BaseException:
+            for old in attempts:
+                old.cancel()
+            raise
         stats = pass1.stats.arrays()
-        del pass1
+    with _timed(timings, "load_shots", None):  # what was left of loading the detector
+        detector = detector.result()
     warnings.extend(scan.warnings)
     if scan.step > 1:
         warnings.append(f"analysed every {scan.step}th frame ({info.fps:.3g} fps -> {info.fps / scan.step:.3g} fps)")
     times = scan.times_s
 
-    with _timed(timings, "load_shots", None):
-        detector = models.shot_detector
     with _timed(timings, "shots", progress):
-        probs = detector.predict(tn)
+        probs = pass1.predict()
         cut_frames = shots_mod.cut_frames_from_predictions(probs)
-        del tn
+        del pass1, attempts
     if "shots" in models.fallbacks:
         fallbacks["shots"] = models.fallbacks["shots"]
     duration = max(info.duration_s, float(times[-1]) if len(times) else 0.0)

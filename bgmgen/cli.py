@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--variant", choices=TRAIN_VARIANTS, default="full",
                    help="full model or an ablation (no segment mask / no feature selector)")
+    p.add_argument("--controls-layout", type=int, choices=(1, 2), default=None,
+                   help="controls layout of a new model: 2 (default) has the groove, 1 is v1's")
+    p.add_argument("--stop-after", type=_positive_int, default=None, metavar="N",
+                   help="stop at step N while the lr schedule still spans --steps (equal-budget comparisons)")
     p.add_argument("--init-from", metavar="PATH",
                    help="start from this model file (new control columns start at zero); fresh optimiser")
     p.add_argument("--lr", type=_learning_rate, default=None, metavar="LR", help="peak learning rate (default 5e-4)")

@@ -35,7 +35,8 @@ MUSIC_GAIN_DB = {"replace": 0.0, "keep": -8.0, "duck": -3.0}  # music level rela
 # reduction for speech at -30 dBFS RMS, 17 dB at -20 dBFS; quick attack, slow release so the music does not pump.
 DUCK = {"threshold": 0.01, "ratio": 8, "attack": 20, "release": 600, "knee": 2.82843, "detection": "rms"}
 OUTPUT_LIMIT = 0.891  # -1 dBFS sample-peak ceiling on the mix (a peak limiter, not loudness normalisation)
-AUDIO_CODEC = ["-c:a", "aac", "-b:a", "192k"]
+# "fast" AAC coder: 0.77 s instead of 1.24 s for 60 s here, SNR 28.9 vs 29.3 dB against the WAV at 192 kbit/s
+AUDIO_CODEC = ["-c:a", "aac", "-aac_coder", "fast", "-b:a", "192k"]
 REENCODE_VIDEO = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"]
 FFMPEG_NOISE = re.compile(
     r"^(Conversion failed!|Exiting normally|Press \[q\]|\s*$|frame=|size=|video:|\[out#|Error while filtering"

@@ -718,12 +718,12 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         from bgmgen.plan import PlanOptions
 
         music_plan = plan_mod.make_plan(an, PlanOptions(tempo=opts.tempo, mood=opts.mood, seed=opts.seed))
-    gen_kw: dict[str, Any] = {"seed": opts.seed}
-    if opts.steps is not None:
-        gen_kw["steps"] = opts.steps
-    if opts.guidance is not None:
-        gen_kw["guidance"] = opts.guidance
-    gen_kw["strict_groove"] = not opts.loose_groove
+    # Every sampler setting is explicit here, so run.json records what was used, not just what was asked.
+    gen_kw: dict[str, Any] = {
+        "seed": opts.seed,
+        "steps": generate.DEFAULT_STEPS if opts.steps is None else opts.steps,
+        "guidance": generate.DEFAULT_GUIDANCE if opts.guidance is None else opts.guidance,
+        "strict_groove": not opts.loose_groove}
     with sw.stage("generate", stage_cb):
         roll = generate.generate_roll(model, music_plan, **gen_kw)
     with sw.stage("midi", stage_cb):
@@ -804,7 +804,8 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
                             "sha256": getattr(model, "sha256", None),
                             "meta": getattr(model, "meta", None) or getattr(model, "config", None),
                             "device": str(getattr(model, "device", opts.device))},
-            "generation": {"seed": opts.seed, **{k: v for k, v in gen_kw.items() if k != "seed"}},
+            "generation": {**gen_kw, "guide_groups": list(generate.DEFAULT_GUIDE_GROUPS),
+                           "precision": model.precision, "threads": generate.sampler_thread_count()},
             "render": render_info,
             "mux": mux_info,
             "weights": weights,

@@ -288,6 +288,19 @@ class ShotDetector:
         self.fast = FastTransNetV2(self.model, self.precision)
         self.weight_files = {"transnetv2": str(transnet_weights_path())}
 
+    def stream(self) -> ShotStream:
+        """A ShotStream: feed frames while decoding, then finish() -> the same as predict()."""
+        return ShotStream(self)
+
+    def run_windows(self, batch, precision: str) -> np.ndarray:
+        """[b, window, 27, 48, 3] uint8 (array or tensor) -> [b * keep] probabilities of the kept frames."""
+        import torch
+
+        batch = torch.as_tensor(batch).to(self.device)
+        keep = batch.shape[1] - 2 * self.context
+        logits = self.fast(batch, precision)  # [b, window]
+        return torch.sigmoid(logits[:, self.context:self.context + keep]).float().cpu().reshape(-1).numpy()
+
     def predict(self, frames: np.ndarray, window: int | None = None) -> np.ndarray:
         """[n, 27, 48, 3] uint8 -> [n] float32 transition probability per frame."""
         import torch
@@ -306,10 +319,9 @@ class ShotDetector:
         pad_start, pad_end, starts = window_starts(n, window, self.context)
         x = torch.from_numpy(np.ascontiguousarray(frames))
         padded = torch.cat([x[:1].expand(pad_start, -1, -1, -1), x, x[-1:].expand(pad_end, -1, -1, -1)])
+
         def run(group: list[int], precision: str) -> torch.Tensor:  # -> [len(group) * keep]
-            batch = torch.stack([padded[s:s + window] for s in group]).to(self.device)
-            logits = self.fast(batch, precision)  # [b, window]
-            return torch.sigmoid(logits[:, self.context:self.context + keep]).float().cpu().reshape(-1)
+            return torch.from_numpy(self.run_windows(torch.stack([padded[s:s + window] for s in group]), precision))
 
         def run_all() -> list[torch.Tensor]:
             out = []
@@ -335,6 +347,120 @@ class ShotDetector:
         finally:
             _set_deterministic(det, warn)
         return probs
+
+
+class ShotStream:
+    """TransNetV2 over frames that arrive in chunks while the video decodes (`ShotDetector.stream()`).
+
+    Window k needs frames [k*keep - context, k*keep + keep + context); it runs in a worker thread as
+    soon as they are in, with one torch thread, while decoding (single-threaded) keeps the other
+    core. `finish()` (decoding is over) lets the worker end the window under way and runs every
+    window not done yet, with the threads torch had before. Each window sees
+    exactly the frames `ShotDetector.predict` gives it (the padding repeats the first and last frame),
+    so the probabilities are the same (tested); videos too short for a full window go to `predict`.
+    """
+
+    def __init__(self, detector: "ShotDetector"):
+        import concurrent.futures
+
+        self.detector = detector
+        self.keep = detector.window - 2 * detector.context
+        self.chunks: list[np.ndarray] = []
+        self.offsets: list[int] = []  # first frame index of each chunk
+        self.n_seen = 0
+        self.scheduled = 0  # windows handed to the worker
+        self.results: dict[int, np.ndarray] = {}
+        self.cancelled = False
+        self.decoded = False  # finish() was called: queued windows are left to it
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-shots")
+        self.futures: list = []
+        import torch
+
+        self.threads = torch.get_num_threads()  # the worker sets 1 (process-wide); finish() restores this
+
+    def add(self, tn: np.ndarray) -> None:
+        """Frames [m, 27, 48, 3] uint8, in order."""
+        if len(tn) == 0:
+            return
+        self.offsets.append(self.n_seen)
+        self.chunks.append(tn)
+        self.n_seen += len(tn)
+        ctx = self.detector.context
+        while (self.scheduled + 1) * self.keep + ctx <= self.n_seen:
+            k = self.scheduled
+            self.futures.append(self.pool.submit(self._run_early, k, self._window_frames(k, None)))
+            self.scheduled += 1
+
+    def cancel(self) -> None:
+        """Drop the work (the decoder restarts on another backend): queued windows do not run."""
+        import torch
+
+        self.cancelled = True
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(self.threads)
+
+    def frames(self) -> np.ndarray:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, TN_H, TN_W, 3), np.uint8)
+
+    def _window_frames(self, k: int, n: int | None) -> np.ndarray:
+        """The window-k input: frames k*keep - context .. + window, clipped to [0, n - 1] (padding)."""
+        d = self.detector
+        lo = k * self.keep - d.context
+        idx = np.clip(np.arange(lo, lo + d.window), 0, (n or self.n_seen) - 1)
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        first = max(0, np.searchsorted(self.offsets, a, side="right") - 1)
+        parts, at = [], first
+        while at < len(self.chunks) and self.offsets[at] < b:
+            parts.append(self.chunks[at])
+            at += 1
+        span = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return span[idx - self.offsets[first]]
+
+    def _run_early(self, k: int, frames: np.ndarray) -> None:
+        import torch
+
+        if self.cancelled or self.decoded:  # after decoding the main thread runs it with every thread
+            return
+        torch.set_num_threads(1)  # the decoder has the other core; 2 spinning threads would fight it
+        with torch.inference_mode():
+            self.results[k] = self._window_probs(frames, None)
+        if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
+            release_free_memory()
+
+    def _window_probs(self, frames: np.ndarray, valid: int | None) -> np.ndarray:
+        """Kept probabilities of one window; bf16 windows with a kept frame near the threshold are
+        recomputed in fp32, as ShotDetector.predict does (valid: kept frames that are real, not padding)."""
+        d = self.detector
+        run = d.run_windows
+        probs = run(frames[None], d.precision)
+        if d.precision != "fp32" and (np.abs(probs[:valid] - THRESHOLD) < VERIFY_MARGIN).any():
+            probs = run(frames[None], "fp32")
+        return probs
+
+    def finish(self) -> np.ndarray:
+        """[n] transition probability per frame, n = every frame added."""
+        import torch
+
+        n = self.n_seen
+        self.decoded = True
+        for f in self.futures:
+            f.result()  # waits for the window under way; re-raises a worker error
+        self.pool.shutdown(wait=True)
+        torch.set_num_threads(self.threads)
+        d = self.detector
+        if n == 0:
+            return np.zeros(0, np.float32)
+        if self.scheduled == 0:  # too short to have started (or shorter than one window)
+            return d.predict(self.frames())
+        _, _, starts = window_starts(n, d.window, d.context)
+        with torch.inference_mode():
+            for k in range(len(starts)):
+                if k not in self.results:
+                    valid = max(0, min(self.keep, n - k * self.keep))
+                    self.results[k] = self._window_probs(self._window_frames(k, n), valid)
+                    if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
+                        release_free_memory()
+        return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
 
 
 class HistogramShotDetector:

@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("--structure", required=True)
     ap.add_argument("--songs", default="test")
     ap.add_argument("--max-bars", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: bgmgen.generate.DEFAULT_STEPS)")
     ap.add_argument("--guidance", type=float, default=None, help="default: bgmgen.generate.DEFAULT_GUIDANCE")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -33,11 +33,12 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     from bgmgen.evaluate import run_eval
+    from bgmgen.generate import DEFAULT_STEPS
     from bgmgen.sample import SampleOptions, sample_songs
 
     t0 = time.time()
     sample_songs(SampleOptions(data=a.data, structure=a.structure, songs=a.songs, out=a.out, seed=a.seed,
-                               model=a.model, steps=a.steps, guidance=a.guidance, max_bars=a.max_bars, precision=a.precision,
+                               model=a.model, steps=a.steps or DEFAULT_STEPS, guidance=a.guidance, max_bars=a.max_bars, precision=a.precision,
                                loose_groove=a.loose_groove))
     t1 = time.time()
     if a.no_eval:

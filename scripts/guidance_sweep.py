@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--scales", default="1,2,2:rhythm,3:rhythm,4:rhythm",
                     help="comma list of SCALE or SCALE:GROUP+GROUP (default: all groups guided when no group is named)")
     ap.add_argument("--loose-groove", action="store_true", help="sample without the strict groove")
+    ap.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     ap.add_argument("--data", default="../shared/datasets/pop909")
     ap.add_argument("--structure", default="../shared/datasets/pop909-structure")
     a = ap.parse_args()
@@ -52,7 +53,7 @@ def main() -> None:
         rows = []
         for song in songs:
             ctl = song.controls().slice(first, first + n_beats)
-            roll = generate_from_controls(model, ctl, seed=0, steps=50, guidance=scale, guide_groups=groups,
+            roll = generate_from_controls(model, ctl, seed=0, steps=a.steps, guidance=scale, guide_groups=groups,
                                           strict_groove=not a.loose_groove)
             gen, real = notes_of(roll[0]), notes_of(song.onset[first * 4:(first + n_beats) * 4])
             rows.append((M.grooving_pattern_similarity(gen, drop_last=False),

@@ -184,6 +184,11 @@ def test_run_json_holds_every_contract_key(work):
     for key in VERSION_KEYS:
         assert run["versions"].get(key), key
     assert run["seed"] == SEED and run["options"]["seed"] == SEED
+    from bgmgen import generate
+
+    assert run["generation"] == {"seed": SEED, "steps": generate.DEFAULT_STEPS, "guidance": generate.DEFAULT_GUIDANCE,
+                                 "strict_groove": True, "guide_groups": list(generate.DEFAULT_GUIDE_GROUPS),
+                                 "precision": "int8", "threads": generate.sampler_thread_count()}
     assert run["input"]["size"] == work["video"].stat().st_size and len(run["input"]["sha256"]) == 64
     assert abs(run["video"]["duration_s"] - DURATION) < 0.1
     assert run["mix"]["mode"] == "replace"              # the clip has no sound

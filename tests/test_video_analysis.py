@@ -306,3 +306,32 @@ def test_stream_where_almost_nothing_decodes_is_rejected(tmp_path):
     msg = str(err.value)
     assert "too damaged to use" in msg and str(v) in msg and "\n" not in msg, msg
     assert v.read_bytes() == before
+
+
+def test_streamed_shot_detection_equals_predict():
+    """ShotStream (windows run while frames arrive) gives exactly ShotDetector.predict's probabilities,
+    for lengths around the window layout's edges and uneven chunks; a cancelled stream runs nothing more."""
+    import torch
+
+    from bgmgen.shots import ShotDetector
+
+    detector = ShotDetector()  # "auto": the precision the product runs with on this CPU
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (4, 1, 1, 3))
+    frames = np.clip(np.repeat(base, 200, axis=0) + rng.integers(0, 30, (800, 27, 48, 3)), 0, 255).astype(np.uint8)
+    threads = torch.get_num_threads()
+    for n in (1, 30, 176, 326, 500):  # no window yet / one window / end padding of 1 and of keep - 1
+        stream = detector.stream()
+        at = 0
+        while at < n:
+            step = int(rng.integers(1, 120))
+            stream.add(frames[at:min(n, at + step)])
+            at += step
+        got = stream.finish()
+        assert torch.get_num_threads() == threads
+        want = detector.predict(frames[:n])
+        assert got.shape == (n,) and np.array_equal(got, want), n
+    stream = detector.stream()
+    stream.add(frames[:600])
+    stream.cancel()
+    assert stream.pool._shutdown and torch.get_num_threads() == threads
