@@ -214,27 +214,31 @@ def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
             accent[b] = 1.0
     for b in starts[1:]:
         accent[b] = max(accent[b], 0.8)
-    # Groove: each section repeats one of POP909's most common one-bar grooves (bar-to-bar repetition
-    # is what pop accompaniment does), with as many onset sixteenths per bar as the section's density
-    # implies; consecutive sections alternate between the two most common such grooves, and the 4th
-    # bar of every 4 in a section takes the other one (a phrase-end variation, so a long shot does
-    # not repeat one bar mechanically); an accented beat gets an onset on the beat. Positions
-    # (distinct onset sixteenths) follow from the groove. The sampler imposes it (strict groove).
+    # Groove: each bar takes one of POP909's most common one-bar grooves with as many onset
+    # sixteenths as that bar's density implies, so bars repeat while the picture's energy holds
+    # (bar-to-bar repetition is what pop accompaniment does) and the rhythm thickens or thins with
+    # it; consecutive sections alternate between the two most common such grooves, and the 4th bar
+    # of every 4 in a section takes the other one (a phrase-end variation); an accented beat gets an
+    # onset on the beat. Positions (distinct onset sixteenths) follow from the groove. The sampler
+    # imposes it (strict groove).
     bounds = starts + [n_beats]
     groove = np.zeros((n_beats, STEPS_PER_BEAT), np.float32)
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        bits = int(np.clip(np.round(BEATS_PER_BAR * positions[a:b].mean()), 1, STEPS_PER_BAR))
-        choices = [np.array([int(c) for c in g], np.float32).reshape(BEATS_PER_BAR, STEPS_PER_BEAT)
-                   for g in POP909_BAR_GROOVES[bits][:2]]
-        beats = np.arange(a, b)
-        bar_in_section = beats // BEATS_PER_BAR - a // BEATS_PER_BAR
-        variant = (k + (bar_in_section % 4 == 3)) % len(choices)
-        for v, bar in enumerate(choices):
-            sel = variant == v
-            groove[beats[sel]] = bar[beats[sel] % BEATS_PER_BAR]
+        for bar_start in range(a - a % BEATS_PER_BAR, b, BEATS_PER_BAR):
+            beats = np.arange(max(a, bar_start), min(b, bar_start + BEATS_PER_BAR))
+            bar_pos = positions[bar_start:bar_start + BEATS_PER_BAR]
+            bits = int(np.clip(np.round(BEATS_PER_BAR * bar_pos.mean()), 1, STEPS_PER_BAR))
+            choices = POP909_BAR_GROOVES[bits][:2]
+            bar_in_section = bar_start // BEATS_PER_BAR - a // BEATS_PER_BAR
+            pattern = choices[(k + (bar_in_section % 4 == 3)) % len(choices)]
+            bar = np.array([int(c) for c in pattern], np.float32).reshape(BEATS_PER_BAR, STEPS_PER_BEAT)
+            groove[beats] = bar[beats % BEATS_PER_BAR]
     groove[accent >= 0.5, 0] = 1
+    # Onsets per beat follow the groove, as they do in the music the model learnt from: each onset
+    # sixteenth carries the notes per onset the motion asks for (density / positions, at least one).
+    notes_per_onset = np.maximum(density / np.maximum(positions, 1.0), 1.0)
     positions = groove.sum(axis=1)
-    density = np.maximum(density, positions)
+    density = positions * notes_per_onset
     accent_raw = np.interp(density, d_idx, POP909_ACCENT_BY_DENSITY) + 2.5 * accent
 
     # Key, chords, register, structure.

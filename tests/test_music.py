@@ -367,3 +367,19 @@ def test_strict_groove_puts_onsets_exactly_on_the_groove(tiny_model):
     # a dropped rhythm group means no groove to impose
     free = generate_from_controls(tiny_model, c, seed=0, steps=4, guidance=1.0, present={"rhythm": False})
     assert not np.array_equal(free[0].any(axis=1), c.groove.reshape(-1) > 0)
+
+
+def test_plan_groove_thickens_with_the_motion():
+    """The groove's onsets per bar follow the picture's energy (motion rising over one long shot)."""
+    from bgmgen.plan import make_plan
+
+    a = _analysis(32.0, [])
+    a.motion = np.clip(a.motion_times_s / 32.0, 0.0, 1.0)
+    a.motion_abs = 20 * a.motion
+    p = make_plan(a)
+    bars = p.n_beats // 4
+    per_bar = p.controls.groove[: bars * 4].reshape(bars, 16).sum(1)
+    assert per_bar[-2] > per_bar[1] + 2, per_bar
+    from scipy.stats import spearmanr
+
+    assert spearmanr(np.arange(bars), per_bar).correlation > 0.8, per_bar
