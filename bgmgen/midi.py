@@ -7,6 +7,9 @@ mood, metric accents (downbeat > beat 3 > other beats > offbeats), the plan's pe
 into the final bar. Ending (video scoring): the generated notes stop at the last bar line and a
 tonic chord (bass, triad, top note) is held to the exact end of the video, so the piece closes
 on a cadence (the plan asks for the dominant in the bar before) instead of being cut off.
+Sustain pedal (CC 64), as a pianist plays pop accompaniment: lifted at each chord change and
+pressed again just after the new chord sounds (legato pedalling), so the short notes the model
+writes ring into one harmony without blurring two; held through the final chord, lifted at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import numpy as np
 from bgmgen.constants import STEPS_PER_BAR, STEPS_PER_BEAT
 
 PIANO_PROGRAM = 0  # General MIDI acoustic grand piano
+SUSTAIN_PEDAL = 64  # MIDI controller number
+PEDAL_LIFT_S = 0.02  # the pedal comes up this long before a chord change ...
+PEDAL_CATCH_S = 0.06  # ... and goes down again this long after it (the new notes are sounding)
 METRIC_ACCENT = np.array([10, -4, 0, -4, 4, -4, 0, -4, 6, -4, 0, -4, 4, -4, 0, -4], np.float32)
 
 
@@ -109,7 +115,41 @@ def roll_to_midi(roll: np.ndarray, plan):
     notes_all = notes + [(cut, int(np.ceil(end_step)), p) for p in chord]
     vel_all = vel + [ending_vel - (6 if p < 48 else 0) for p in chord]
     pm = notes_to_midi(notes_all, vel_all, plan.bpm, end_time_s=plan.duration_s)
+    add_pedal(pm.instruments[0], pedal_change_times(plan, cut * step_s), plan.duration_s)
     return pm
+
+
+def pedal_change_times(plan, ending_s: float) -> list[float]:
+    """Seconds at which the pedal is changed: the start of each new chord (root or chroma change,
+    or a new section), and the final chord."""
+    c = plan.controls
+    beat_s = 60.0 / plan.bpm
+    starts = {int(s["start_beat"]) for s in plan.sections}
+    times = []
+    for b in range(len(c.chord_root)):
+        if b * beat_s >= ending_s - 1e-6:
+            break
+        new_chord = b == 0 or c.chord_root[b] != c.chord_root[b - 1] \
+            or not np.array_equal(c.chord_chroma[b], c.chord_chroma[b - 1])
+        if new_chord or b in starts:
+            times.append(b * beat_s)
+    times.append(ending_s)
+    return sorted(set(round(t, 6) for t in times))
+
+
+def add_pedal(instrument, change_times_s: list[float], end_s: float) -> None:
+    """CC 64 events: down just after each change time, up just before the next one and at `end_s`."""
+    import pretty_midi
+
+    events = []
+    for t in change_times_s:
+        if t > 0:
+            events.append((max(0.0, t - PEDAL_LIFT_S), 0))
+        if t + PEDAL_CATCH_S < end_s - PEDAL_LIFT_S:
+            events.append((t + PEDAL_CATCH_S, 127))
+    events.append((max(0.0, end_s - PEDAL_LIFT_S), 0))
+    for time_s, value in sorted(events):
+        instrument.control_changes.append(pretty_midi.ControlChange(SUSTAIN_PEDAL, value, time_s))
 
 
 def write_midi(pm, path: str | Path) -> None:

@@ -383,3 +383,28 @@ def test_plan_groove_thickens_with_the_motion():
     from scipy.stats import spearmanr
 
     assert spearmanr(np.arange(bars), per_bar).correlation > 0.8, per_bar
+
+
+def test_midi_pedal_changes_with_the_chords(tiny_model):
+    """CC 64 goes down after each chord change and up just before the next one; it ends up."""
+    from bgmgen.generate import generate_roll
+    from bgmgen.midi import PEDAL_CATCH_S, PEDAL_LIFT_S, SUSTAIN_PEDAL, pedal_change_times, roll_to_midi
+    from bgmgen.plan import make_plan
+
+    p = make_plan(_analysis(13.7, [5.0]))
+    pm = roll_to_midi(generate_roll(tiny_model, p, seed=0, steps=3), p)
+    cc = [(c.time, c.value) for c in pm.instruments[0].control_changes if c.number == SUSTAIN_PEDAL]
+    assert cc[0] == (PEDAL_CATCH_S, 127) and cc[-1][1] == 0 and abs(cc[-1][0] - (13.7 - PEDAL_LIFT_S)) < 1e-6
+    values = [v for _, v in cc]
+    assert all(a != b for a, b in zip(values, values[1:]))  # strictly alternating down / up
+    changes = pedal_change_times(p, p.beat_times_s[p.n_beats - p.final_beats])
+    beat_s = 60 / p.bpm
+    roots = p.controls.chord_root
+    # every chord change (root change) is a pedal change, and the pedal is up across it
+    for b in range(1, p.n_beats - p.final_beats):
+        if roots[b] != roots[b - 1]:
+            t = b * beat_s
+            assert any(abs(t - c) < 1e-5 for c in changes), b
+            state = [v for time, v in cc if time <= t]
+            assert state[-1] == 0, (b, t)
+    assert len(changes) >= 4
