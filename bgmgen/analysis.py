@@ -292,12 +292,12 @@ class _PassOne:
             self.stream.cancel()
 
     def predict(self) -> np.ndarray:
-        det = self.detector.result()
-        if self.stream is None and hasattr(det, "stream"):
-            self._start_stream()
+        if self.stream is None:
+            self._start_stream()  # the detector was still loading when decoding ended
         if self.stream is not None:
             return self.stream.finish()
-        probs = det.predict(np.concatenate(self.tn) if self.tn else np.zeros((0, 27, 48, 3), np.uint8))
+        empty = np.zeros((0, shots_mod.TN_H, shots_mod.TN_W, 3), np.uint8)
+        probs = self.detector.result().predict(np.concatenate(self.tn) if self.tn else empty)
         self.tn.clear()
         return probs
 
@@ -381,7 +381,8 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
     with _timed(timings, "shots", progress):
         probs = pass1.predict()
         cut_frames = shots_mod.cut_frames_from_predictions(probs)
-        del pass1, attempts
+        del pass1
+        attempts.clear()  # frees the frames the consumers held
     if "shots" in models.fallbacks:
         fallbacks["shots"] = models.fallbacks["shots"]
     duration = max(info.duration_s, float(times[-1]) if len(times) else 0.0)

@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from bgmgen import __version__
+from bgmgen.constants import MAX_BPM, MIN_BPM  # plain numbers: importing them costs nothing
 from bgmgen.errors import BgmgenError, InputError
 
 MIX_MODES = ("replace", "keep", "duck")
@@ -42,12 +43,7 @@ def _number(kind: type, lo: float, hi: float | None, what: str):
     return parse
 
 
-def _bpm(text: str) -> float:
-    from bgmgen.constants import MAX_BPM, MIN_BPM  # constants.py is light, but only when a tempo is given
-
-    return _number(float, MIN_BPM, MAX_BPM, "the tempo in BPM")(text)
-
-
+_bpm = _number(float, MIN_BPM, MAX_BPM, "the tempo in BPM")
 _positive_int = _number(int, 1, None, "a count")
 _seed = _number(int, 0, 2**32 - 1, "the seed")
 _guidance = _number(float, 0.0, 20.0, "the guidance scale")
@@ -221,7 +217,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-
     if args.videos:
         if args.generated or args.data:
             raise InputError("eval: give either --videos DIR or GENERATED_DIR --data DIR, not both")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 COSINE_S = 0.008
 T_MIN, T_MAX = 1e-4, 0.999
 
+
 def _with_required_onsets(x0: torch.Tensor, logits: torch.Tensor, require_onset: torch.Tensor) -> torch.Tensor:
     """x0 (B, 2, 128, 128) in [-1, 1] with, at each required step (B, 128) where no onset cell is
     above 0, the onset the model finds most likely there set to 1.
@@ -101,9 +102,8 @@ def ddim_sample(model, cond: torch.Tensor, segments: torch.Tensor, *, steps: int
             x = x0
         else:
             x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
-    roll = (logits > 0).float()
-    if require_onset is not None:
-        roll = (_with_required_onsets(logits.tanh(), logits, require_onset) > 0).float()
+    final = logits if require_onset is None else _with_required_onsets(logits.tanh(), logits, require_onset)
+    roll = (final > 0).float()
     if known is not None:
         roll = torch.where(known_mask, known, roll)
     return roll

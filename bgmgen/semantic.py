@@ -512,19 +512,28 @@ def _load_text(folder: Path, device: str) -> _TextBundle:
     return _TextBundle(model, tokenizer, str(folder), [], device)
 
 
+def _clip_hub(name: str, tag: str | None) -> str:
+    """open_clip's `hf_hub` entry for name/tag ("" when it knows none); the default tag from our
+    table (checked against open_clip by a test), others from open_clip itself."""
+    if (name, tag) in CLIP_HF_HUB:
+        return CLIP_HF_HUB[name, tag]
+    try:
+        import open_clip
+
+        return ((open_clip.get_pretrained_cfg(name, tag) if tag else {}) or {}).get("hf_hub", "")
+    except Exception:
+        return ""
+
+
 def cached_weight_sources(options: "AnalysisOptions") -> dict[str, str | None]:
     """The CLIP file and BLIP folder the default (no explicit path) lookup would use now, from the
     local caches only (None = absent). Part of the analysis cache key and of the outputs' fingerprint,
     so weights that appear in the cache later make the next run recompute instead of reusing a
     fallback analysis. Cheap: no open_clip import for the default CLIP tag, no network."""
     out: dict[str, str | None] = {}
-    name = str(getattr(options, "clip_model", "ViT-B-32"))
-    tag = getattr(options, "clip_pretrained", "openai") or None
     if not getattr(options, "clip_weights", None):
-        if (name, tag) in CLIP_HF_HUB:
-            out["clip"] = _hf_cached_file(*_clip_hub_files(CLIP_HF_HUB[name, tag]))
-        else:
-            out["clip"] = locate_weights(options)["clip"]["path"]
+        hub = _clip_hub(str(getattr(options, "clip_model", "ViT-B-32")), getattr(options, "clip_pretrained", "openai") or None)
+        out["clip"] = _hf_cached_file(*_clip_hub_files(hub)) if hub else None
     if not getattr(options, "blip_weights", None):
         folder = _hf_cached_snapshot(str(getattr(options, "blip_model", "Salesforce/blip-image-captioning-base")))
         out["blip"] = str(folder) if folder else None
@@ -534,6 +543,7 @@ def cached_weight_sources(options: "AnalysisOptions") -> dict[str, str | None]:
 def locate_weights(options: "AnalysisOptions") -> dict[str, dict[str, str | None]]:
     """Where each semantic model would come from, without loading or downloading (for `bgmgen doctor`)."""
     out: dict[str, dict[str, str | None]] = {}
+    cached = cached_weight_sources(options)
     name = str(getattr(options, "clip_model", "ViT-B-32"))
     tag = getattr(options, "clip_pretrained", "openai") or None
     explicit = getattr(options, "clip_weights", None)
@@ -541,16 +551,8 @@ def locate_weights(options: "AnalysisOptions") -> dict[str, dict[str, str | None
         ok = Path(explicit).expanduser().is_file()
         out["clip"] = {"path": str(explicit) if ok else None, "source": "--clip-weights" if ok else f"--clip-weights {explicit} (missing)"}
     else:
-        try:
-            import open_clip
-
-            hub = ((open_clip.get_pretrained_cfg(name, tag) if tag else {}) or {}).get("hf_hub", "")
-        except Exception:
-            hub = ""
-        path = None
-        if hub:
-            path = _hf_cached_file(*_clip_hub_files(hub))
-        where = hub.rstrip("/") or f"{name}/{tag}"
+        path = cached["clip"]
+        where = _clip_hub(name, tag).rstrip("/") or f"{name}/{tag}"
         out["clip"] = {"path": path, "source": f"HF cache {where}" if path else f"absent (HF cache {where}; download when online)"}
     repo = str(getattr(options, "blip_model", "Salesforce/blip-image-captioning-base"))
     explicit = getattr(options, "blip_weights", None)
@@ -559,8 +561,8 @@ def locate_weights(options: "AnalysisOptions") -> dict[str, dict[str, str | None
         ok = folder.is_dir() and bool(_weight_files_in(folder))
         out["blip"] = {"path": str(folder) if ok else None, "source": "--blip-weights" if ok else f"--blip-weights {explicit} (missing)"}
     else:
-        folder = _hf_cached_snapshot(repo)
-        out["blip"] = {"path": str(folder) if folder else None, "source": f"HF cache {repo}" if folder else f"absent (HF cache {repo}; download when online)"}
+        folder = cached["blip"]
+        out["blip"] = {"path": folder, "source": f"HF cache {repo}" if folder else f"absent (HF cache {repo}; download when online)"}
     explicit = getattr(options, "text_encoder", None)
     try:
         if explicit:

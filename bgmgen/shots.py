@@ -301,6 +301,14 @@ class ShotDetector:
         logits = self.fast(batch, precision)  # [b, window]
         return torch.sigmoid(logits[:, self.context:self.context + keep]).float().cpu().reshape(-1).numpy()
 
+    def near_threshold(self, probs: np.ndarray) -> np.ndarray:
+        """Which of `probs` need the fp32 recomputation: bf16 moves probabilities by up to ~0.02, so a
+        window holding a frame that close to the threshold is run again in fp32 and the cut list is
+        the fp32 one. All False in fp32."""
+        if self.precision == "fp32":
+            return np.zeros(len(probs), bool)
+        return np.abs(probs - THRESHOLD) < VERIFY_MARGIN
+
     def predict(self, frames: np.ndarray, window: int | None = None) -> np.ndarray:
         """[n, 27, 48, 3] uint8 -> [n] float32 transition probability per frame."""
         import torch
@@ -336,14 +344,10 @@ class ShotDetector:
             _set_deterministic(False, False)
             with torch.inference_mode():
                 probs = torch.cat(run_all()).numpy()[:n].astype(np.float32)
-                if self.precision != "fp32":
-                    # bf16 moves probabilities by up to ~0.02: windows holding a frame that close to the
-                    # threshold are run again in fp32, so the cut list is the fp32 one.
-                    near = np.flatnonzero(np.abs(probs - THRESHOLD) < VERIFY_MARGIN)
-                    for w in sorted({int(k) // keep for k in near}):
-                        exact = run([starts[w]], "fp32").numpy()
-                        lo, hi = w * keep, min(n, (w + 1) * keep)
-                        probs[lo:hi] = exact[:hi - lo]
+                for w in sorted({int(k) // keep for k in np.flatnonzero(self.near_threshold(probs))}):
+                    exact = run([starts[w]], "fp32").numpy()
+                    lo, hi = w * keep, min(n, (w + 1) * keep)
+                    probs[lo:hi] = exact[:hi - lo]
         finally:
             _set_deterministic(det, warn)
         return probs
@@ -363,6 +367,8 @@ class ShotStream:
     def __init__(self, detector: "ShotDetector"):
         import concurrent.futures
 
+        import torch
+
         self.detector = detector
         self.keep = detector.window - 2 * detector.context
         self.chunks: list[np.ndarray] = []
@@ -374,8 +380,6 @@ class ShotStream:
         self.decoded = False  # finish() was called: queued windows are left to it
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-shots")
         self.futures: list = []
-        import torch
-
         self.threads = torch.get_num_threads()  # the worker sets 1 (process-wide); finish() restores this
 
     def add(self, tn: np.ndarray) -> None:
@@ -428,13 +432,12 @@ class ShotStream:
             release_free_memory()
 
     def _window_probs(self, frames: np.ndarray, valid: int | None) -> np.ndarray:
-        """Kept probabilities of one window; bf16 windows with a kept frame near the threshold are
-        recomputed in fp32, as ShotDetector.predict does (valid: kept frames that are real, not padding)."""
+        """Kept probabilities of one window, recomputed in fp32 when a kept real frame (the first
+        `valid`, None = all) is near the threshold, as ShotDetector.predict does."""
         d = self.detector
-        run = d.run_windows
-        probs = run(frames[None], d.precision)
-        if d.precision != "fp32" and (np.abs(probs[:valid] - THRESHOLD) < VERIFY_MARGIN).any():
-            probs = run(frames[None], "fp32")
+        probs = d.run_windows(frames[None], d.precision)
+        if d.near_threshold(probs[:valid]).any():
+            probs = d.run_windows(frames[None], "fp32")
         return probs
 
     def finish(self) -> np.ndarray:

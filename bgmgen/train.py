@@ -139,6 +139,7 @@ def warm_start_state(path: str | Path, model) -> dict:
 
     from bgmgen.weights import load_denoiser
 
+    embed_groups = {"sem_embed.0.weight": C.SEMANTIC_GROUPS, "dyn_embed.0.weight": C.DYNAMIC_GROUPS}
     old, _ = load_denoiser(path)
     new_state = model.state_dict()
     state = {}
@@ -147,15 +148,13 @@ def warm_start_state(path: str | Path, model) -> dict:
         if value.shape == target.shape:
             state[name] = value
             continue
-        group_cols = {"sem_embed.0.weight": C.SEMANTIC_GROUPS, "dyn_embed.0.weight": C.DYNAMIC_GROUPS}
-        if name not in group_cols:
+        if name not in embed_groups:
             raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, this model needs {tuple(target.shape)}")
-        old_cols = old.layout.columns(group_cols[name])
-        new_cols = model.layout.columns(group_cols[name])
-        new_index = {self_col: k for k, self_col in enumerate(new_cols)}
+        # weight column k reads feature column cols[k] of the condition token
+        new_position = {col: k for k, col in enumerate(model.layout.columns(embed_groups[name]))}
         fitted = torch.zeros_like(target)
-        for k, col in enumerate(old_cols):
-            fitted[:, new_index[_same_feature(col, old.layout, model.layout)]] = value[:, k]
+        for k, col in enumerate(old.layout.columns(embed_groups[name])):
+            fitted[:, new_position[_same_feature(col, old.layout, model.layout)]] = value[:, k]
         state[name] = fitted
     return state
 
