@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this model file (new control columns start at zero); fresh optimiser")
     p.add_argument("--lr", type=_learning_rate, default=None, metavar="LR", help="peak learning rate (default 5e-4)")
     p.add_argument("--warmup", type=_positive_int, default=None, metavar="N", help="warm-up steps (default 300)")
+    p.add_argument("--architecture", choices=("melody-accompaniment", "roll"), default=None,
+                   help="melody-accompaniment (v3, default: masked diffusion over melody tokens and "
+                        "accompaniment states) or roll (v1/v2: Gaussian diffusion over the merged roll)")
+    p.add_argument("--n-layers", type=_positive_int, default=None, metavar="N", help="transformer blocks (default 6)")
+    p.add_argument("--d-model", type=_positive_int, default=None, metavar="N", help="width (default 256)")
+    p.add_argument("--bf16", action="store_true", default=None,
+                   help="bf16 autocast (fast on CPUs with AVX-512 BF16; check lscpu)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="torch threads")
     _common(p)
     p.set_defaults(func=cmd_train)
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from bgmgen.constants import BEATS_PER_WINDOW, N_PITCHES, ROLL_CHANNELS, STEPS_PER_BEAT, WINDOW_STEPS
 from bgmgen.controls import DYNAMIC_GROUPS, LAYOUTS, SEMANTIC_GROUPS
+from bgmgen.tokens import ACC_KEYS, MEL_HOLD, N_ACC_STATES, N_MELODY_TOKENS
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class DenoiserConfig:
     selector: str = "soft"  # "soft" | "hard" | "none"
     selector_threshold: float = 0.2  # hard selector: dynamic tokens when t <= threshold (t in [0, 1])
     controls_layout: int = 1  # controls.LAYOUTS key: 1 = the v1 model's 62 values, 2 adds the groove
+    architecture: str = "roll"  # "roll" (v1, v2) | "melody-accompaniment" (v3)
+    pitch_channels: int = 8  # v3: features per key in the pitch-axis stem and head
+    pitch_kernel: int = 13  # v3: width (semitones) of the pitch-axis convolutions
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,12 +103,14 @@ class Block(nn.Module):
         return x
 
 
-class Denoiser(nn.Module):
-    def __init__(self, config: DenoiserConfig = DenoiserConfig()):
+class ConditionedTransformer(nn.Module):
+    """The trunk both denoisers share: noise-level embedding, feature selector, condition tokens,
+    SAC-Att bias and the blocks. Subclasses add the roll stem and head."""
+
+    def __init__(self, config: DenoiserConfig):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.in_proj = nn.Linear(ROLL_CHANNELS * N_PITCHES, d)
         self.pos = nn.Parameter(torch.randn(WINDOW_STEPS, d) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.layout = LAYOUTS[config.controls_layout]
@@ -123,9 +129,6 @@ class Denoiser(nn.Module):
         self.ada_out = nn.Linear(d, 2 * d)
         nn.init.zeros_(self.ada_out.weight)
         nn.init.zeros_(self.ada_out.bias)
-        self.out_proj = nn.Linear(d, ROLL_CHANNELS * N_PITCHES)
-        nn.init.zeros_(self.out_proj.weight)
-        nn.init.constant_(self.out_proj.bias, -4.0)  # rolls are sparse: start at p(note) ~ 2 %
 
     def selector_gates(self, t: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """(B, 2) weights of the semantic and dynamic tokens at noise level t."""
@@ -155,11 +158,9 @@ class Denoiser(nn.Module):
             bias = bias.masked_fill(~allowed[:, None], float("-inf"))
         return bias
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-        """x: (B, 2, 128, 128) noisy roll; t: (B,) in [0, 1]; cond: (B, 32, layout.dim);
-        segments: (B, 32) segment id per beat. Returns x0 logits (B, 2, 128, 128)."""
-        B = x.shape[0]
-        h = self.in_proj(x.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, -1)) + self.pos  # (B, 128, d)
+    def trunk(self, h: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        """h: (B, 128, d) embedded roll; t: (B,) noise level in [0, 1]; cond: (B, 32, layout.dim);
+        segments: (B, 32). Returns (B, 128, d) features, normalised and modulated for a head."""
         temb = self.time_mlp(timestep_embedding(t, self.config.d_model))  # (B, d)
         gates = self.selector_gates(t, temb)  # (B, 2)
         tokens = (gates[:, 0, None, None] * self.sem_embed(cond[..., self.sem_cols])
@@ -167,11 +168,87 @@ class Denoiser(nn.Module):
         tokens = self.cond_norm(tokens + self.beat_pos)  # (B, 32, d)
         bias = self.cross_bias(segments)
         temb = F.silu(temb)
+        h = h + self.pos
         for block in self.blocks:
             h = block(h, temb, tokens, bias)
         shift, scale = self.ada_out(temb).chunk(2, dim=-1)
-        out = self.out_proj(modulate(self.norm_out(h), shift, scale))  # (B, 128, 256)
+        return modulate(self.norm_out(h), shift, scale)
+
+
+class Denoiser(ConditionedTransformer):
+    """v1/v2: Gaussian diffusion over the merged 2x128x128 onset/sustain roll (x0 logits)."""
+
+    architecture = "roll"
+
+    def __init__(self, config: DenoiserConfig = DenoiserConfig()):
+        super().__init__(config)
+        d = config.d_model
+        self.in_proj = nn.Linear(ROLL_CHANNELS * N_PITCHES, d)
+        self.out_proj = nn.Linear(d, ROLL_CHANNELS * N_PITCHES)
+        nn.init.zeros_(self.out_proj.weight)
+        nn.init.constant_(self.out_proj.bias, -4.0)  # rolls are sparse: start at p(note) ~ 2 %
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        """x: (B, 2, 128, 128) noisy roll; t: (B,) in [0, 1]; cond: (B, 32, layout.dim);
+        segments: (B, 32) segment id per beat. Returns x0 logits (B, 2, 128, 128)."""
+        B = x.shape[0]
+        h = self.in_proj(x.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, -1))  # (B, 128, d)
+        out = self.out_proj(self.trunk(h, t, cond, segments))  # (B, 128, 256)
         return out.view(B, WINDOW_STEPS, ROLL_CHANNELS, N_PITCHES).permute(0, 2, 1, 3)
+
+
+class MelodyAccompanimentDenoiser(ConditionedTransformer):
+    """v3: masked (absorbing-state) diffusion over a melody token per step and a rest/onset/sustain
+    state per step and key (bgmgen.tokens), in a common key.
+
+    Stem: the accompaniment states (plus MASK) one-hot, a convolution along the pitch axis
+    (kernel `pitch_kernel` semitones, shared by every key, so an interval or chord shape is one
+    pattern wherever it sits), flattened per step into the step's token, added to the melody
+    token's embedding. Head: the reverse, a per-step projection to `pitch_channels` x 88 features
+    and a pitch-axis convolution to the 3 state logits, and a linear layer to the melody logits.
+    """
+
+    architecture = "melody-accompaniment"
+
+    def __init__(self, config: DenoiserConfig):
+        super().__init__(config)
+        d, c, k = config.d_model, config.pitch_channels, config.pitch_kernel
+        self.mel_embed = nn.Embedding(N_MELODY_TOKENS + 1, d)  # + MASK
+        self.acc_conv_in = nn.Conv2d(N_ACC_STATES + 1, c, (1, k), padding=(0, k // 2))  # + MASK
+        self.acc_in = nn.Linear(c * ACC_KEYS, d)
+        self.acc_out = nn.Linear(d, c * ACC_KEYS)
+        self.acc_conv_out = nn.Conv2d(c, N_ACC_STATES, (1, k), padding=(0, k // 2))
+        self.mel_out = nn.Linear(d, N_MELODY_TOKENS)
+        nn.init.zeros_(self.mel_out.weight)
+        nn.init.zeros_(self.acc_conv_out.weight)
+        with torch.no_grad():  # start at the data's priors: most cells rest, many melody steps held
+            self.acc_conv_out.bias.copy_(torch.tensor([3.0, -1.0, 0.0]))
+            self.mel_out.bias.zero_()
+            self.mel_out.bias[MEL_HOLD] = 1.5
+
+    def forward(self, melody: torch.Tensor, acc: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """melody: (B, 128) tokens, N_MELODY_TOKENS = MASK; acc: (B, 128, 88) states, N_ACC_STATES =
+        MASK; t: (B,) share of masked positions; cond, segments as in Denoiser.
+        Returns logits: melody (B, 128, N_MELODY_TOKENS), accompaniment (B, 128, 88, 3)."""
+        B = melody.shape[0]
+        c = self.config.pitch_channels
+        onehot = F.one_hot(acc, N_ACC_STATES + 1).permute(0, 3, 1, 2).to(self.acc_conv_in.weight.dtype)  # (B, 4, 128, 88)
+        a = F.gelu(self.acc_conv_in(onehot))  # (B, c, 128, 88)
+        h = self.acc_in(a.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, c * ACC_KEYS)) + self.mel_embed(melody)
+        h = self.trunk(h, t, cond, segments)  # (B, 128, d)
+        a = F.gelu(self.acc_out(h)).view(B, WINDOW_STEPS, c, ACC_KEYS).permute(0, 2, 1, 3)  # (B, c, 128, 88)
+        acc_logits = self.acc_conv_out(a).permute(0, 2, 3, 1)  # (B, 128, 88, 3)
+        return self.mel_out(h), acc_logits
+
+
+def build_denoiser(config: DenoiserConfig) -> ConditionedTransformer:
+    """The denoiser class a config names."""
+    if config.architecture == MelodyAccompanimentDenoiser.architecture:
+        return MelodyAccompanimentDenoiser(config)
+    if config.architecture == Denoiser.architecture:
+        return Denoiser(config)
+    raise ValueError(f"unknown denoiser architecture {config.architecture!r}")
 
 
 def count_parameters(model: nn.Module) -> int:

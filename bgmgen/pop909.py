@@ -7,7 +7,11 @@ melody's onsets (sixteenths from its time 0) against the MIDI MELODY track's ons
 the first beat of beat_midi.txt): the shift with the most coincident onsets wins. Bar k of the song
 then starts at MIDI beat `origin_beat + 4k`; notes before bar 0 (a pickup) are dropped.
 
-All three tracks (MELODY, BRIDGE, PIANO) are merged into one piano roll, as in Diff-BGM.
+All three tracks (MELODY, BRIDGE, PIANO) are merged into one piano roll (`onset`, `sustain`: what
+the controls and the metrics read, as in Diff-BGM). The melody-and-accompaniment model (v3) also
+needs them apart: the MELODY track as one voice per step (`melody_pitch`, `melody_onset`; where two
+melody notes overlap the later one wins) and BRIDGE + PIANO as the accompaniment roll
+(`acc_onset`, `acc_sustain`).
 Songs whose phrase labels and chord durations disagree about the bar count by more than two bars
 (not 4/4 throughout, or a failed alignment) are skipped and listed in the cache's `skipped`.
 """
@@ -27,7 +31,7 @@ PITCH_CLASSES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 # Slash-chord bass degrees of finalized_chord.txt, in semitones above the root.
 BASS_DEGREES = {"1": 0, "b2": 1, "2": 2, "9": 2, "b3": 3, "3": 4, "4": 5, "#4": 6, "b5": 6, "5": 7,
                 "#5": 8, "b6": 8, "6": 9, "bb7": 9, "b7": 10, "7": 11}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: melody and accompaniment kept apart
 
 
 def parse_pitch_class(name: str) -> int:
@@ -92,6 +96,10 @@ class Song:
     key_mode: int  # 0 major, 1 minor
     phrases: list[list[tuple[str, int]]]  # one or two human phrase annotations
     bpm: float
+    melody_pitch: np.ndarray  # [n_steps] int16 MIDI pitch of the melody sounding at each step, -1 = none
+    melody_onset: np.ndarray  # [n_steps] uint8 1 where that melody note starts
+    acc_onset: np.ndarray  # [n_steps, 128] uint8 1 = an accompaniment (BRIDGE, PIANO) note starts
+    acc_sustain: np.ndarray  # [n_steps, 128] uint8 1 = an accompaniment note started earlier is held
 
     def controls(self, annotator: int = 0):
         """The song's own per-beat controls (what `bgmgen sample` conditions on)."""
@@ -195,20 +203,34 @@ def load_song(pop909_dir: str | Path, structure_dir: str | Path, song_id: str) -
 
     onset = np.zeros((n_steps, N_PITCHES), np.uint8)
     sustain = np.zeros((n_steps, N_PITCHES), np.uint8)
+    acc_onset = np.zeros((n_steps, N_PITCHES), np.uint8)
+    acc_sustain = np.zeros((n_steps, N_PITCHES), np.uint8)
+    melody_pitch = np.full(n_steps, -1, np.int16)
+    melody_onset = np.zeros(n_steps, np.uint8)
     for inst in pm.instruments:
         if inst.is_drum or not inst.notes:
             continue
+        is_melody = inst is melody
         starts = np.array([n.start for n in inst.notes])
         ends = np.array([n.end for n in inst.notes])
         s = np.round((_beat_position(starts, beats) - origin_beat) * STEPS_PER_BEAT).astype(np.int64)
         e = np.round((_beat_position(ends, beats) - origin_beat) * STEPS_PER_BEAT).astype(np.int64)
         e = np.maximum(e, s + 1)
-        for note, a, b in zip(inst.notes, s, e):
+        order = np.argsort(s, kind="stable")  # melody: a later note cuts the one before
+        for i in order:
+            note, a, b = inst.notes[i], s[i], min(e[i], n_steps)
             if a < 0 or a >= n_steps:
                 continue
             onset[a, note.pitch] = max(onset[a, note.pitch], note.velocity)
-            sustain[a + 1:min(b, n_steps), note.pitch] = 1
+            sustain[a + 1:b, note.pitch] = 1
+            if is_melody:
+                melody_pitch[a:b] = note.pitch
+                melody_onset[a] = 1
+            else:
+                acc_onset[a, note.pitch] = 1
+                acc_sustain[a + 1:b, note.pitch] = 1
     sustain[onset > 0] = 0  # an onset step is an onset, not a sustain (re-struck notes)
+    acc_sustain[acc_onset > 0] = 0
 
     def fit(a: np.ndarray, fill) -> np.ndarray:
         if len(a) >= n_beats:
@@ -220,7 +242,7 @@ def load_song(pop909_dir: str | Path, structure_dir: str | Path, song_id: str) -
     tonic, mode = parse_key(key_file.read_text().split()[0]) if key_file.exists() else (0, 0)
     bpm = 60.0 / float(np.median(np.diff(beat_times)))
     return Song(song_id, onset, sustain, beat_times, fit(roots, -1), fit(chromas, np.zeros(12, np.uint8)),
-                fit(basses, -1), tonic, mode, phrases, bpm)
+                fit(basses, -1), tonic, mode, phrases, bpm, melody_pitch, melody_onset, acc_onset, acc_sustain)
 
 
 def song_ids(pop909_dir: str | Path) -> list[str]:
@@ -239,7 +261,8 @@ def build_cache(pop909_dir: str | Path, structure_dir: str | Path, out_path: str
     """Put every song on the grid once and store the concatenated arrays in one .npz.
 
     Arrays (songs back to back; `step_offset[i]`, `beat_offset[i]` index song i):
-    onset [S,128] uint8 velocity, sustain [S,128] uint8, per-beat chord_root/chord_bass int8,
+    onset [S,128] uint8 velocity, sustain [S,128] uint8, melody_pitch [S] int16, melody_onset [S],
+    acc_onset / acc_sustain [S,128] uint8, per-beat chord_root/chord_bass int8,
     chord_chroma [B,12], phrase_id{1,2}/phrase_pos{1,2}/melodic{1,2} for both annotators,
     per-song key_tonic, key_mode, bpm, n_bars, song_id.
     """
@@ -248,7 +271,7 @@ def build_cache(pop909_dir: str | Path, structure_dir: str | Path, out_path: str
 
     check_dataset_dirs(pop909_dir, structure_dir)
     cols: dict[str, list] = {k: [] for k in (
-        "onset", "sustain", "chord_root", "chord_chroma", "chord_bass",
+        "onset", "sustain", "melody_pitch", "melody_onset", "acc_onset", "acc_sustain", "chord_root", "chord_chroma", "chord_bass",
         "phrase_id1", "phrase_pos1", "melodic1", "phrase_id2", "phrase_pos2", "melodic2")}
     meta: dict[str, list] = {k: [] for k in ("song_id", "key_tonic", "key_mode", "bpm", "n_bars")}
     skipped = []
@@ -259,8 +282,10 @@ def build_cache(pop909_dir: str | Path, structure_dir: str | Path, out_path: str
         except (InputError, ValueError, KeyError, OSError) as err:
             skipped.append(f"{sid}: {err}")
             continue
-        cols["onset"].append(song.onset)
-        cols["sustain"].append(song.sustain)
+        for k, v in (("onset", song.onset), ("sustain", song.sustain), ("melody_pitch", song.melody_pitch),
+                     ("melody_onset", song.melody_onset), ("acc_onset", song.acc_onset),
+                     ("acc_sustain", song.acc_sustain)):
+            cols[k].append(v)
         cols["chord_root"].append(song.chord_root)
         cols["chord_chroma"].append(song.chord_chroma)
         cols["chord_bass"].append(song.chord_bass)

@@ -23,6 +23,7 @@ import numpy as np
 
 from bgmgen import controls as C
 from bgmgen.constants import BARS_PER_WINDOW, BEATS_PER_BAR, N_PITCHES, STEPS_PER_BAR, STEPS_PER_BEAT
+from bgmgen.tokens import accompaniment_states, key_shift, melody_tokens
 
 GROUP_DROP = 0.15
 ALL_DROP = 0.10
@@ -48,9 +49,13 @@ class TrainOptions:
     seed: int = 0
     variant: str = "full"
     controls_layout: int = C.LATEST_LAYOUT  # 1 for runs started before the groove control (v1, ablations)
+    architecture: str = "melody-accompaniment"  # "roll" for the v1/v2 Gaussian roll model
     d_model: int = 256
-    n_layers: int = 4
+    n_layers: int = 6
     n_heads: int = 4
+    pitch_channels: int = 8
+    pitch_kernel: int = 13
+    bf16: bool = False  # bf16 autocast for the forward and backward (CPUs with AVX-512 BF16)
     ckpt_every: int = 250
     stop_after: int | None = None  # stop at this step (the lr schedule still spans `steps`): equal-budget ablations
     threads: int | None = None  # torch intra-op threads (default: torch's choice)
@@ -69,6 +74,8 @@ class WindowSampler:
         d = np.load(cache_path)
         self.onset = d["onset"]
         self.sustain = d["sustain"]
+        self.melody_pitch, self.melody_onset = d["melody_pitch"], d["melody_onset"]
+        self.acc_onset, self.acc_sustain = d["acc_onset"], d["acc_sustain"]
         ids = [str(s) for s in d["song_id"]]
         keep = [i for i, s in enumerate(ids) if songs is None or s in set(songs)]
         self.song_ids = [ids[i] for i in keep]
@@ -110,23 +117,38 @@ class WindowSampler:
                 r[..., N_PITCHES + shift:] = 0
         return r
 
-    def batch(self, rng: np.random.Generator, size: int, train: bool = True, layout: C.Layout = C.LAYOUTS[C.LATEST_LAYOUT]):
+    def tokens(self, song: int, start_bar: int, n_bars: int = BARS_PER_WINDOW, shift: int = 0):
+        """(melody [n_steps], accompaniment [n_steps, 88]) of the v3 representation, moved by `shift`."""
+        s0 = self.step_offset[song] + start_bar * STEPS_PER_BAR
+        sl = slice(s0, s0 + n_bars * STEPS_PER_BAR)
+        return (melody_tokens(self.melody_pitch[sl], self.melody_onset[sl], shift),
+                accompaniment_states(self.acc_onset[sl], self.acc_sustain[sl], shift))
+
+    def batch(self, rng: np.random.Generator, size: int, train: bool = True,
+              layout: C.Layout = C.LAYOUTS[C.LATEST_LAYOUT], architecture: str = "roll"):
+        """A batch of windows: (roll, cond, segments) for "roll" (transposed at random by
+        TRANSPOSE_RANGE when training), (melody, accompaniment, cond, segments) for
+        "melody-accompaniment" (each window moved to the common key, tokens.key_shift)."""
         import torch
 
-        rolls, conds, segs = [], [], []
+        targets, conds, segs = [], [], []
         picks = self.windows[rng.integers(0, len(self.windows), size)]
         for song, bar in picks:
-            shift = int(rng.integers(TRANSPOSE_RANGE[0], TRANSPOSE_RANGE[1] + 1)) if train else 0
+            if architecture == "roll":
+                shift = int(rng.integers(TRANSPOSE_RANGE[0], TRANSPOSE_RANGE[1] + 1)) if train else 0
+                targets.append((self.roll(song, bar, shift=shift),))
+            else:
+                shift = key_shift(self.key_tonic[song])
+                targets.append(self.tokens(song, bar, shift=shift))
             ctl = self.controls(song, bar, annotator=int(rng.integers(0, 2)) if train else 0).transposed(shift)
             present = None
             if train:
                 drop_all = rng.random() < ALL_DROP
                 present = {g: not drop_all and rng.random() >= GROUP_DROP for g in C.GROUPS}
-            rolls.append(self.roll(song, bar, shift=shift))
             conds.append(C.encode(ctl, present, layout))
             segs.append(ctl.phrase_id)
-        return (torch.from_numpy(np.stack(rolls)), torch.from_numpy(np.stack(conds)),
-                torch.from_numpy(np.stack(segs).astype(np.int64)))
+        streams = [torch.from_numpy(np.stack(x)) for x in zip(*targets)]
+        return (*streams, torch.from_numpy(np.stack(conds)), torch.from_numpy(np.stack(segs).astype(np.int64)))
 
 
 def warm_start_state(path: str | Path, model) -> dict:
@@ -181,10 +203,9 @@ def lr_at(step: int, o: TrainOptions) -> float:
 def train(o: TrainOptions, log=print) -> Path:
     import torch
 
-    from bgmgen import pop909, splits
-    from bgmgen.diffusion import training_loss
+    from bgmgen import diffusion, masked_diffusion, pop909, splits
     from bgmgen.files import atomic_path
-    from bgmgen.model import Denoiser, DenoiserConfig, count_parameters
+    from bgmgen.model import DenoiserConfig, build_denoiser, count_parameters
     from bgmgen.weights import save_model
 
     if o.threads:
@@ -201,10 +222,12 @@ def train(o: TrainOptions, log=print) -> Path:
         f"valid: {len(valid_set.song_ids)} songs, {len(valid_set.windows)} windows")
 
     config = DenoiserConfig(d_model=o.d_model, n_layers=o.n_layers, n_heads=o.n_heads,
-                            controls_layout=o.controls_layout, **VARIANTS[o.variant])
+                            controls_layout=o.controls_layout, architecture=o.architecture,
+                            pitch_channels=o.pitch_channels, pitch_kernel=o.pitch_kernel, **VARIANTS[o.variant])
+    loss_fn = diffusion.training_loss if o.architecture == "roll" else masked_diffusion.training_loss
     torch.manual_seed(o.seed)
-    model = Denoiser(config).to(o.device)
-    ema = Denoiser(config).to(o.device)
+    model = build_denoiser(config).to(o.device)
+    ema = build_denoiser(config).to(o.device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=0.01)
@@ -230,14 +253,14 @@ def train(o: TrainOptions, log=print) -> Path:
 
     # Fixed validation batch: same windows, noise levels and noise every time.
     vrng = np.random.default_rng(1234)
-    vbatches = [valid_set.batch(vrng, 32, train=False, layout=model.layout) for _ in range(4)]
+    vbatches = [valid_set.batch(vrng, 32, train=False, layout=model.layout, architecture=o.architecture)
+                for _ in range(4)]
 
     def validate() -> float:
         vgen = torch.Generator().manual_seed(99)
         ema.eval()
         with torch.no_grad():
-            losses = [training_loss(ema, r.to(o.device), c.to(o.device), s.to(o.device), vgen).item()
-                      for r, c, s in vbatches]
+            losses = [loss_fn(ema, *(x.to(o.device) for x in b), vgen).item() for b in vbatches]
         return float(np.mean(losses))
 
     log_file = open(out / "train_log.jsonl", "a")
@@ -246,10 +269,11 @@ def train(o: TrainOptions, log=print) -> Path:
     last = min(o.steps, o.stop_after or o.steps)
     while step < last:
         model.train()
-        roll, cond, seg = train_set.batch(rng, o.batch_size, layout=model.layout)
+        batch = train_set.batch(rng, o.batch_size, layout=model.layout, architecture=o.architecture)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, o)
-        loss = training_loss(model, roll.to(o.device), cond.to(o.device), seg.to(o.device), gen)
+        with torch.autocast(o.device.split(":")[0], dtype=torch.bfloat16, enabled=o.bf16):
+            loss = loss_fn(model, *(x.to(o.device) for x in batch), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

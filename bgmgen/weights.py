@@ -39,10 +39,10 @@ def load_denoiser(path: str | Path, device: str = "cpu"):
     import torch
     from safetensors.torch import load_file
 
-    from bgmgen.model import Denoiser, DenoiserConfig
+    from bgmgen.model import DenoiserConfig, build_denoiser
 
     meta = read_meta(path)
-    model = Denoiser(DenoiserConfig(**meta["config"]))
+    model = build_denoiser(DenoiserConfig(**meta["config"]))
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)
     return model.to(device).eval(), meta
