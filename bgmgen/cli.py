@@ -13,8 +13,8 @@ import sys
 import traceback
 
 from bgmgen import __version__
-from bgmgen.constants import MAX_BPM, MIN_BPM  # plain numbers: importing them costs nothing
-from bgmgen.errors import BgmgenError, InputError
+from bgmgen.core.constants import MAX_BPM, MIN_BPM  # plain numbers: importing them costs nothing
+from bgmgen.core.errors import BgmgenError, InputError
 
 MIX_MODES = ("replace", "keep", "duck")
 TRAIN_VARIANTS = ("full", "no-mask", "no-selector")
@@ -51,7 +51,7 @@ _learning_rate = _number(float, 1e-7, 1.0, "the learning rate")
 
 
 def _mood(text: str) -> str:
-    from bgmgen.moods import MOODS
+    from bgmgen.video.moods import MOODS
 
     name = text.strip().lower()
     if name not in MOODS:
@@ -70,7 +70,7 @@ def _common(p: argparse.ArgumentParser, *, quiet: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bgmgen.moods import MOODS
+    from bgmgen.video.moods import MOODS
 
     parser = argparse.ArgumentParser(
         prog="bgmgen",
@@ -201,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 # -- command functions (heavy imports live here) -----------------------------------------------
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from bgmgen.pipeline import ScoreOptions, make_console, score_many
+    from bgmgen.app.batch import score_many
+    from bgmgen.app.console import make_console
+    from bgmgen.app.options import ScoreOptions
 
     _terminate_cleanly()
     options = ScoreOptions.from_args(args)
@@ -212,14 +214,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     _require_dirs(args.data, args.structure)
     if args.init_from and not os.path.isfile(args.init_from):
         raise InputError(f"{args.init_from}: --init-from model file not found; give a .safetensors model")
-    from bgmgen.train import run_train
+    from bgmgen.training.train import run_train
 
     return _as_exit_code(run_train(args))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _require_dirs(args.data, args.structure)
-    from bgmgen.sample import run_sample
+    from bgmgen.training.sample import run_sample
 
     return _as_exit_code(run_sample(args))
 
@@ -229,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.generated or args.data:
             raise InputError("eval: give either --videos DIR or GENERATED_DIR --data DIR, not both")
         _require_dirs(args.videos)
-        from bgmgen.evaluate import run_video_eval
+        from bgmgen.eval.evaluate import run_video_eval
 
         run_video_eval(args.videos, json_path=args.json)
         return 0
@@ -237,7 +239,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError("eval: give GENERATED_DIR and --data POP909_DIR (or --videos DIR); "
                          "see `bgmgen eval --help`")
     _require_dirs(args.generated, args.data, *([args.structure] if args.structure else []))
-    from bgmgen.evaluate import run_eval
+    from bgmgen.eval.evaluate import run_eval
 
     run_eval(args.generated, args.data, songs=args.songs, json_path=args.json,
              structure_dir=args.structure)
@@ -245,7 +247,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from bgmgen.doctor import run_doctor
+    from bgmgen.app.doctor import run_doctor
 
     return run_doctor(args)
 

@@ -92,15 +92,15 @@ def main() -> int:
             make_bench_video(video, a.duration)
         print(f"made {video} in {t.wall:.1f} s")
 
-    from bgmgen.probe import probe
-    from bgmgen import shots
+    from bgmgen.video import shots
+    from bgmgen.video.probe import probe
 
     info = probe(video)
     print(f"video: {info.width}x{info.height}, {info.fps:.3f} fps, {info.duration_s:.2f} s, ~{info.n_frames} frames")
 
     # ------------------------------------------------------------------ 1. full analysis, per stage
     if not a.skip_analysis:
-        from bgmgen.analysis import AnalysisModels, AnalysisOptions, analyse_video
+        from bgmgen.video.analysis import AnalysisModels, AnalysisOptions, analyse_video
 
         opts = AnalysisOptions(use_cache=False)
         with Timer() as t:
@@ -117,7 +117,7 @@ def main() -> int:
               f"fallbacks {sorted(an.fallbacks)}; peak RSS {own:.0f} MB (largest child process {kids:.0f} MB)")
 
     # ------------------------------------------------------------------ 2. shot detection, ours vs package
-    from bgmgen.decode import scan_small
+    from bgmgen.video.decode import scan_small
 
     ours_det = shots.ShotDetector(window=a.window or shots.DEFAULT_WINDOW, precision=a.precision)
     print(f"ours: window {ours_det.window}, precision {ours_det.precision}")

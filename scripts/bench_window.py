@@ -20,14 +20,14 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: bgmgen.generate.DEFAULT_STEPS)")
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: bgmgen.music.generate.DEFAULT_STEPS)")
     a = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(a.threads)
-    from bgmgen import controls as C
-    from bgmgen.generate import DEFAULT_STEPS, generate_from_controls, load_music_model
+    from bgmgen.music import controls as C
+    from bgmgen.music.generate import DEFAULT_STEPS, generate_from_controls, load_music_model
 
     a.steps = a.steps or DEFAULT_STEPS
 

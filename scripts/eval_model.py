@@ -20,8 +20,8 @@ def main() -> None:
     ap.add_argument("--structure", required=True)
     ap.add_argument("--songs", default="test")
     ap.add_argument("--max-bars", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: bgmgen.generate.DEFAULT_STEPS)")
-    ap.add_argument("--guidance", type=float, default=None, help="default: bgmgen.generate.DEFAULT_GUIDANCE")
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: bgmgen.music.generate.DEFAULT_STEPS)")
+    ap.add_argument("--guidance", type=float, default=None, help="default: bgmgen.music.generate.DEFAULT_GUIDANCE")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default=None, help="fp32 | int8 (default: int8 on CPU)")
@@ -32,9 +32,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from bgmgen.evaluate import run_eval
-    from bgmgen.generate import DEFAULT_STEPS
-    from bgmgen.sample import SampleOptions, sample_songs
+    from bgmgen.eval.evaluate import run_eval
+    from bgmgen.music.generate import DEFAULT_STEPS
+    from bgmgen.training.sample import SampleOptions, sample_songs
 
     t0 = time.time()
     sample_songs(SampleOptions(data=a.data, structure=a.structure, songs=a.songs, out=a.out, seed=a.seed,

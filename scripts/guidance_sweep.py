@@ -31,11 +31,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from bgmgen import controls as C
-    from bgmgen import metrics as M
-    from bgmgen.generate import generate_from_controls, load_music_model
-    from bgmgen.pop909 import load_song
-    from bgmgen.splits import VALID_SONGS
+    from bgmgen.data.pop909 import load_song
+    from bgmgen.data.splits import VALID_SONGS
+    from bgmgen.eval import metrics as M
+    from bgmgen.music import controls as C
+    from bgmgen.music.generate import generate_from_controls, load_music_model
 
     def notes_of(onset: np.ndarray) -> M.Notes:
         steps, pitches = np.nonzero(onset > 0)

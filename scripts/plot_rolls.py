@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--start-bar", type=int, default=8)
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: bgmgen.generate.DEFAULT_STEPS)")
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: bgmgen.music.generate.DEFAULT_STEPS)")
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--out", default="docs/rolls.png")
     a = ap.parse_args()
@@ -35,11 +35,11 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bgmgen.constants import BEATS_PER_BAR, STEPS_PER_BAR, WINDOW_STEPS
-    from bgmgen.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate_from_controls, load_music_model
+    from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BAR, WINDOW_STEPS
+    from bgmgen.music.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate_from_controls, load_music_model
 
     a.steps = a.steps or DEFAULT_STEPS
-    from bgmgen.pop909 import load_song
+    from bgmgen.data.pop909 import load_song
 
     model = load_music_model(a.model)
     songs = a.songs.split(",")

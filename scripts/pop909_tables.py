@@ -31,9 +31,9 @@ def main() -> int:
     ap.add_argument("--structure", required=True)
     a = ap.parse_args()
 
-    from bgmgen import controls as C
-    from bgmgen import pop909, splits
-    from bgmgen.constants import BEATS_PER_BAR, STEPS_PER_BAR
+    from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BAR
+    from bgmgen.data import pop909, splits
+    from bgmgen.music import controls as C
 
     cache = pop909.default_cache_path(a.data)
     if not cache.exists():

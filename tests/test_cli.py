@@ -15,10 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from bgmgen import cli, pipeline
-from bgmgen.errors import BgmgenError, InputError, MissingDependencyError
-from bgmgen.pipeline import (FAILED, REJECTED, SCORED, UP_TO_DATE, Job, ScoreOptions, assign_outputs,
-                             expand_inputs, exit_code, partial_folder, up_to_date, writable_location)
+from bgmgen import cli
+from bgmgen.app import batch, console, provenance
+from bgmgen.app.batch import exit_code
+from bgmgen.app.options import ScoreOptions
+from bgmgen.app.outputs import (
+    FAILED,
+    REJECTED,
+    SCORED,
+    UP_TO_DATE,
+    Job,
+    assign_outputs,
+    expand_inputs,
+    partial_folder,
+    writable_location,
+)
+from bgmgen.app.provenance import up_to_date
+from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
+from bgmgen.core.files import Sha256Memo
+from bgmgen.core.jsonio import dump_json
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BGMGEN = REPO / ".venv" / "bin" / "bgmgen"
@@ -107,7 +122,7 @@ def test_mood_and_options_reach_score_options(monkeypatch):
         seen["inputs"], seen["options"] = inputs, options
         return 0
 
-    monkeypatch.setattr(pipeline, "score_many", fake_score_many)
+    monkeypatch.setattr(batch, "score_many", fake_score_many)
     rc = cli.main(["score", "a.mp4", "b/", "--seed", "7", "--mix", "duck", "--mood", "Calm",
                    "--tempo", "96", "--no-cache", "--steps", "20", "--guidance", "2.5", "--quiet",
                    "--out", "o"])
@@ -137,7 +152,7 @@ def _raise(exc):
     (RuntimeError("a bug"), 1),
 ])
 def test_errors_are_one_line_with_their_exit_code(monkeypatch, capsys, exc, code):
-    monkeypatch.setattr(pipeline, "score_many", _raise(exc))
+    monkeypatch.setattr(batch, "score_many", _raise(exc))
     assert cli.main(["score", "x.mp4"]) == code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("bgmgen: error: "), err
@@ -145,7 +160,7 @@ def test_errors_are_one_line_with_their_exit_code(monkeypatch, capsys, exc, code
 
 
 def test_debug_shows_the_traceback(monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "score_many", _raise(InputError("bad input")))
+    monkeypatch.setattr(batch, "score_many", _raise(InputError("bad input")))
     assert cli.main(["--debug", "score", "x.mp4"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "bgmgen: error: bad input" in err
@@ -154,7 +169,7 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
 
 
 def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "score_many", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(batch, "score_many", _raise(KeyboardInterrupt()))
     assert cli.main(["score", "x.mp4"]) == 130
     assert "Traceback" not in capsys.readouterr().err
 
@@ -330,7 +345,7 @@ def _fake_outputs(job: Job, fingerprint: dict) -> None:
     job.out_dir.mkdir(parents=True)
     names = {"midi": "v.mid", "run": "run.json"}
     (job.out_dir / "v.mid").write_bytes(b"MThd")
-    ident = pipeline.input_identity(job.path)
+    ident = provenance.input_identity(job.path)
     (job.out_dir / "run.json").write_text(json.dumps(
         {"fingerprint": fingerprint, "input": ident, "outputs": names}))
 
@@ -368,7 +383,7 @@ def test_run_json_writer_handles_numpy_and_nan(tmp_path):
     import numpy as np
 
     path = tmp_path / "run.json"
-    pipeline.dump_json({"a": np.arange(3, dtype=np.float32), "b": np.float64(np.nan), "c": np.int64(4),
+    dump_json({"a": np.arange(3, dtype=np.float32), "b": np.float64(np.nan), "c": np.int64(4),
                         "d": (1, 2), "e": Path("/x"), "f": float("inf")}, path)
     assert json.loads(path.read_text()) == {"a": [0.0, 1.0, 2.0], "b": None, "c": 4, "d": [1, 2],
                                             "e": "/x", "f": None}
@@ -377,21 +392,21 @@ def test_run_json_writer_handles_numpy_and_nan(tmp_path):
 def test_weight_hashes_are_memoised(tmp_path):
     w = tmp_path / "w.safetensors"
     w.write_bytes(b"weights")
-    memo = pipeline.HashMemo(str(tmp_path / "cache"))
+    memo = Sha256Memo(str(tmp_path / "cache"))
     h = memo.sha256(w)
     memo.save()
-    again = pipeline.HashMemo(str(tmp_path / "cache"))
+    again = Sha256Memo(str(tmp_path / "cache"))
     assert again.memo and again.sha256(w) == h
     folder = tmp_path / "blip"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"m")
     (folder / "config.json").write_text("{}")
-    out = pipeline.hash_weights({"blip": str(folder), "w": str(w)}, memo)
+    out = provenance.hash_weights({"blip": str(folder), "w": str(w)}, memo)
     assert set(out) == {"blip/model.safetensors", "w"} and out["w"]["sha256"] == h
 
 
 def test_versions_name_the_key_packages():
-    v = pipeline.collect_versions()
+    v = provenance.collect_versions()
     for key in ("python", "torch", "numpy", "transformers", "open_clip_torch", "decord", "pretty_midi",
                 "pyfluidsynth", "ffmpeg", "bgmgen"):
         assert key in v
@@ -411,7 +426,7 @@ def test_doctor_runs_and_names_every_dependency():
 
 
 def test_doctor_with_missing_soundfont_fails(tmp_path):
-    from bgmgen.doctor import check_soundfont
+    from bgmgen.app.doctor import check_soundfont
 
     c = check_soundfont(str(tmp_path / "none.sf2"))
     assert c.status == "missing" and "none.sf2" in c.detail
@@ -424,15 +439,15 @@ def test_tests_package_is_this_folder():
 
 
 def test_native_output_is_kept_off_the_terminal(capfd):
-    console = pipeline.make_console(quiet=False)
-    with pipeline.native_output_sink(True):
+    term = console.make_console(quiet=False)
+    with console.native_output_sink(True):
         os.write(2, b"[h264 @ 0x55] Invalid NAL unit size\n")
         os.write(1, b"library chatter on stdout\n")
         print("python-level print")
-        pipeline.say_error(console, "clip.mp4: not a video")
+        console.say_error(term, "clip.mp4: not a video")
     out, err = capfd.readouterr()
     assert out == "" and err == "bgmgen: error: clip.mp4: not a video\n"
-    with pipeline.native_output_sink(False):
+    with console.native_output_sink(False):
         os.write(2, b"visible with --debug\n")
     assert capfd.readouterr().err == "visible with --debug\n"
 
@@ -445,7 +460,7 @@ def test_atomic_outputs_get_umask_permissions_even_when_the_writer_recreates_the
     import torch
     from safetensors.torch import save_file
 
-    from bgmgen.files import atomic_path
+    from bgmgen.core.files import atomic_path
 
     old = os.umask(0o022)
     try:

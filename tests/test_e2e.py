@@ -184,7 +184,7 @@ def test_run_json_holds_every_contract_key(work):
     for key in VERSION_KEYS:
         assert run["versions"].get(key), key
     assert run["seed"] == SEED and run["options"]["seed"] == SEED
-    from bgmgen import generate
+    from bgmgen.music import generate
 
     assert run["generation"] == {"seed": SEED, "steps": generate.DEFAULT_STEPS, "guidance": generate.DEFAULT_GUIDANCE,
                                  "strict_groove": True, "guide_groups": list(generate.DEFAULT_GUIDE_GROUPS),
@@ -375,7 +375,7 @@ def test_awkward_inputs_are_scored_with_the_right_duration(tmp_path):
     base = make_video(tmp_path / "base.mp4", duration=4.0, cuts=[2.0], audio="tone")
     make_vfr(base, src / "vfr phone.mp4")
     expect["vfr phone.mp4"] = 4.0
-    from bgmgen.probe import probe
+    from bgmgen.video.probe import probe
 
     assert probe(src / "vfr phone.mp4").variable_frame_rate
     make_video(src / "portrait café.mov", duration=3.0, cuts=[1.5], rotation=90, audio="speech")

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgmgen import metrics as M
-from bgmgen.evaluate import run_eval, run_video_eval
-from bgmgen.splits import TEST_SONGS, TRAIN_SONGS, VALID_SONGS, resolve_songs
+from bgmgen.data.splits import TEST_SONGS, TRAIN_SONGS, VALID_SONGS, resolve_songs
+from bgmgen.eval import metrics as M
+from bgmgen.eval.evaluate import run_eval, run_video_eval
 
 POP909 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pop909"
 STRUCT = POP909.parent / "pop909-structure"
@@ -298,13 +298,13 @@ def _fake_song(root, sid, bpm, seed):
 @pytest.fixture(autouse=True)
 def _private_reference_cache(tmp_path, monkeypatch):
     """Ground-truth metrics cache in the test's own folder, never the user's."""
-    import bgmgen.evaluate as E
+    import bgmgen.eval.evaluate as E
 
     monkeypatch.setattr(E, "_reference_cache_dir", lambda: tmp_path / "reference-cache")
 
 
 def test_reference_metrics_are_cached_and_invalidated(tmp_path, monkeypatch):
-    import bgmgen.evaluate as E
+    import bgmgen.eval.evaluate as E
 
     data = tmp_path / "pop909"
     _fake_song(data, "001", 90.0, 1)
@@ -405,8 +405,8 @@ def test_ground_truth_on_real_songs():
 
 @pytest.mark.skipif(not STRUCT.is_dir(), reason="pop909-structure not present")
 def test_origin_matches_training_side():
-    """Eval's beat 0 = the model side's bar 0 (bgmgen.pop909), so generated beat b = reference b."""
-    pop909 = pytest.importorskip("bgmgen.pop909")
+    """Eval's beat 0 = the model side's bar 0 (bgmgen.data.pop909), so generated beat b = reference b."""
+    pop909 = pytest.importorskip("bgmgen.data.pop909")
     for sid in ("010", "016", "045"):
         song = pop909.load_song(POP909, STRUCT, sid)
         ref = M.read_pop909_song(POP909 / sid, STRUCT)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bgmgen import controls as C
-from bgmgen.constants import STEPS_PER_BEAT, WINDOW_STEPS
-from bgmgen.pop909 import find_origin_step, parse_key, parse_phrases, parse_structure_chords
+from bgmgen.core.constants import STEPS_PER_BEAT, WINDOW_STEPS
+from bgmgen.data.pop909 import find_origin_step, parse_key, parse_phrases, parse_structure_chords
+from bgmgen.music import controls as C
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 POP909, STRUCTURE = SHARED / "pop909", SHARED / "pop909-structure"
@@ -42,7 +42,7 @@ def test_find_origin_step_recovers_shift():
 
 @pytest.mark.skipif(not POP909.exists(), reason="POP909 not available")
 def test_load_song_is_aligned_with_its_chords():
-    from bgmgen.pop909 import load_song
+    from bgmgen.data.pop909 import load_song
 
     song = load_song(POP909, STRUCTURE, "001")
     assert song.n_bars == 71 and abs(song.bpm - 90) < 0.5
@@ -118,7 +118,7 @@ def test_encode_groups_and_transpose():
 
 # ---------------------------------------------------------------- denoiser
 def _tiny(**kw):
-    from bgmgen.model import Denoiser, DenoiserConfig
+    from bgmgen.music.model import Denoiser, DenoiserConfig
 
     torch.manual_seed(0)
     return Denoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, **kw)).eval()
@@ -161,7 +161,7 @@ def test_hard_selector_switches_token_groups():
 
 
 def test_training_loss_decreases_and_inpainting_keeps_known_region():
-    from bgmgen.diffusion import ddim_sample, training_loss
+    from bgmgen.music.diffusion import ddim_sample, training_loss
 
     m = _tiny()
     m.train()
@@ -192,8 +192,8 @@ def test_training_loss_decreases_and_inpainting_keeps_known_region():
 # ---------------------------------------------------------------- generation, plan, MIDI
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from bgmgen.generate import load_music_model
-    from bgmgen.weights import save_model
+    from bgmgen.music.generate import load_music_model
+    from bgmgen.music.weights import save_model
 
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     m = _randomise(_tiny())
@@ -202,7 +202,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_window_starts_cover_the_piece():
-    from bgmgen.generate import window_starts
+    from bgmgen.music.generate import window_starts
 
     assert window_starts(8) == [0]
     assert window_starts(20) == [0, 6, 12]
@@ -210,7 +210,7 @@ def test_window_starts_cover_the_piece():
 
 
 def test_generate_is_deterministic_and_sized(tiny_model):
-    from bgmgen.generate import generate_from_controls
+    from bgmgen.music.generate import generate_from_controls
 
     c = _controls(23 * 4 + 2)  # 23.5 bars: several windows and a partial bar
     a = generate_from_controls(tiny_model, c, seed=3, steps=3)
@@ -234,7 +234,7 @@ def _analysis(duration, cuts, motion_level=0.5):
 
 @pytest.mark.parametrize("duration", [0.6, 1.0, 2.5, 7.3, 31.0, 605.0])
 def test_plan_fills_the_video_exactly(duration):
-    from bgmgen.plan import make_plan
+    from bgmgen.music.plan import make_plan
 
     p = make_plan(_analysis(duration, [duration / 3]))
     assert abs(p.n_beats * 60 / p.bpm - duration) < 1e-6
@@ -243,7 +243,7 @@ def test_plan_fills_the_video_exactly(duration):
 
 
 def test_plan_grooves_repeat_each_bar_within_a_section():
-    from bgmgen.plan import PlanOptions, make_plan
+    from bgmgen.music.plan import PlanOptions, make_plan
 
     p = make_plan(_analysis(24.0, [8.0, 16.0]), PlanOptions(seed=2))
     g, c = p.controls.groove, p.controls
@@ -266,7 +266,7 @@ def test_plan_grooves_repeat_each_bar_within_a_section():
 
 
 def test_plan_puts_sections_on_cuts_and_ends_on_the_tonic():
-    from bgmgen.plan import PlanOptions, make_plan
+    from bgmgen.music.plan import PlanOptions, make_plan
 
     cuts = [4.0, 9.5, 15.2]
     p = make_plan(_analysis(24.0, cuts), PlanOptions(seed=5))
@@ -282,9 +282,9 @@ def test_plan_puts_sections_on_cuts_and_ends_on_the_tonic():
 
 
 def test_roll_to_midi_lasts_exactly_and_ends_on_tonic_chord(tiny_model, tmp_path):
-    from bgmgen.generate import generate_roll
-    from bgmgen.midi import roll_to_midi, write_midi
-    from bgmgen.plan import make_plan
+    from bgmgen.music.generate import generate_roll
+    from bgmgen.music.midi import roll_to_midi, write_midi
+    from bgmgen.music.plan import make_plan
 
     p = make_plan(_analysis(13.7, [5.0]))
     roll = generate_roll(tiny_model, p, seed=0, steps=3)
@@ -304,7 +304,7 @@ def test_training_resumes_bit_for_bit(tmp_path):
     """A run stopped at step 2 and resumed to step 4 ends with the same weights as a straight run."""
     from safetensors.torch import load_file
 
-    from bgmgen.train import TrainOptions, train
+    from bgmgen.training.train import TrainOptions, train
 
     common = dict(data=str(POP909), structure=str(STRUCTURE), steps=4, batch_size=2, d_model=32, n_layers=1,
                   n_heads=2, ckpt_every=2, eval_every=1000, warmup=2, threads=1, quiet=True)
@@ -321,9 +321,9 @@ def test_training_resumes_bit_for_bit(tmp_path):
 def test_warm_start_from_layout_1_computes_the_same_until_trained(tmp_path):
     """`bgmgen train --init-from` a layout-1 model: the layout-2 model starts with the groove columns
     at zero, so it gives exactly the old outputs (the groove then only adds what training teaches)."""
-    from bgmgen.model import Denoiser, DenoiserConfig
-    from bgmgen.train import warm_start_state
-    from bgmgen.weights import save_model
+    from bgmgen.music.model import Denoiser, DenoiserConfig
+    from bgmgen.music.weights import save_model
+    from bgmgen.training.train import warm_start_state
 
     old = _randomise(_tiny(controls_layout=1))
     path = tmp_path / "old.safetensors"
@@ -354,7 +354,7 @@ def test_warm_start_from_layout_1_computes_the_same_until_trained(tmp_path):
 def test_strict_groove_puts_onsets_exactly_on_the_groove(tiny_model):
     """Default sampling imposes the groove: onsets only on its sixteenths and at least one on each;
     with loose_groove the model may leave it (the tiny random model does)."""
-    from bgmgen.generate import generate_from_controls
+    from bgmgen.music.generate import generate_from_controls
 
     c = _controls(10 * 4)  # 10 bars: two windows, so the inpainted overlap is covered too
     bar = np.array([1, 0, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0], np.float32)
@@ -371,7 +371,7 @@ def test_strict_groove_puts_onsets_exactly_on_the_groove(tiny_model):
 
 def test_plan_groove_thickens_with_the_motion():
     """The groove's onsets per bar follow the picture's energy (motion rising over one long shot)."""
-    from bgmgen.plan import make_plan
+    from bgmgen.music.plan import make_plan
 
     a = _analysis(32.0, [])
     a.motion = np.clip(a.motion_times_s / 32.0, 0.0, 1.0)
@@ -387,9 +387,9 @@ def test_plan_groove_thickens_with_the_motion():
 
 def test_midi_pedal_changes_with_the_chords(tiny_model):
     """CC 64 goes down after each chord change and up just before the next one; it ends up."""
-    from bgmgen.generate import generate_roll
-    from bgmgen.midi import PEDAL_CATCH_S, PEDAL_LIFT_S, SUSTAIN_PEDAL, pedal_change_times, roll_to_midi
-    from bgmgen.plan import make_plan
+    from bgmgen.music.generate import generate_roll
+    from bgmgen.music.midi import PEDAL_CATCH_S, PEDAL_LIFT_S, SUSTAIN_PEDAL, pedal_change_times, roll_to_midi
+    from bgmgen.music.plan import make_plan
 
     p = make_plan(_analysis(13.7, [5.0]))
     pm = roll_to_midi(generate_roll(tiny_model, p, seed=0, steps=3), p)

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bgmgen import mux as mux_mod
-from bgmgen import render
-from bgmgen.constants import SAMPLE_RATE, STEPS_PER_BEAT
-from bgmgen.errors import BgmgenError, InputError, MissingDependencyError
+from bgmgen.audio import mux as mux_mod
+from bgmgen.audio import render
+from bgmgen.core.constants import SAMPLE_RATE, STEPS_PER_BEAT
+from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
@@ -31,7 +31,7 @@ def _ffmpeg(*args: str) -> None:
 
 
 def _probe(path: Path) -> SimpleNamespace:
-    """The VideoInfo attributes mux needs, read with ffprobe (independent of bgmgen.probe)."""
+    """The VideoInfo attributes mux needs, read with ffprobe (independent of bgmgen.video.probe)."""
     out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
                          capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
@@ -384,7 +384,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_report_png(tmp_path):
-    from bgmgen.report import step_times, write_report
+    from bgmgen.app.report import step_times, write_report
 
     rng = np.random.default_rng(0)
     duration, cuts = 12.5, [3.0, 6.5, 10.0]

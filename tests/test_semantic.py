@@ -14,12 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from bgmgen import semantic as S
-from bgmgen.errors import MissingDependencyError
-from bgmgen.moods import MOODS
-
-from bgmgen.analysis import AnalysisOptions
-
+from bgmgen.core.errors import MissingDependencyError
+from bgmgen.video import semantic as S
+from bgmgen.video.analysis import AnalysisOptions
+from bgmgen.video.moods import MOODS
 
 TINY_CLIP = "bgmgen-test-tiny-clip"
 NO_HUB = "bgmgen-test/does-not-exist"
@@ -170,8 +168,7 @@ def _minilm_folder() -> str:
 @pytest.fixture(scope="module")
 def tiny_blip(tmp_path_factory):
     import torch
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     d = tmp_path_factory.mktemp("blip")
     # BLIP's tokenizer layout = bert-base-uncased vocab (MiniLM's) + [DEC] as bos + [ENC].
@@ -389,7 +386,7 @@ def test_analysis_cache_key_notices_weights_that_appear_later(tmp_path, monkeypa
     # (and so the outputs' fingerprint) must change, or the fallback would be reused for ever.
     import huggingface_hub.constants as hc
 
-    from bgmgen.analysis import cache_key
+    from bgmgen.video.analysis import cache_key
 
     hub = tmp_path / "hub"
     hub.mkdir()

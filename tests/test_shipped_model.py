@@ -14,8 +14,8 @@ import types
 import numpy as np
 import pytest
 
-from bgmgen import metrics as M
-from bgmgen.constants import BEATS_PER_BAR, STEPS_PER_BAR, STEPS_PER_BEAT
+from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BAR, STEPS_PER_BEAT
+from bgmgen.eval import metrics as M
 
 # Measured with bgmgen-music-v2 (int8, seed 0, 50 steps, guidance 1.5, strict groove) when it was
 # committed: chord tones 0.840, bar density rho 0.965, no empty bar, section GPS 0.900 (the plan's
@@ -41,8 +41,8 @@ def _rising_video(duration: float = 32.0):
 
 @pytest.fixture(scope="module")
 def shipped():
-    from bgmgen.generate import generate_roll, load_music_model
-    from bgmgen.plan import PlanOptions, make_plan
+    from bgmgen.music.generate import generate_roll, load_music_model
+    from bgmgen.music.plan import PlanOptions, make_plan
 
     model = load_music_model()  # models/ default, int8 on the CPU: what `bgmgen score` runs
     plan = make_plan(_rising_video(), PlanOptions(seed=0))
@@ -82,7 +82,7 @@ def test_shipped_model_keeps_to_the_plan(shipped):
 
 
 def test_shipped_model_is_deterministic(shipped):
-    from bgmgen.generate import generate_roll, load_music_model
+    from bgmgen.music.generate import generate_roll, load_music_model
 
     plan, roll = shipped
     again = generate_roll(load_music_model(), plan, seed=0)

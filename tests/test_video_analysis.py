@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from media import make_audio_only, make_video, pipe_to_mkv  # tests/media.py (see conftest)
 
-from bgmgen.errors import InputError
-from bgmgen.probe import probe
+from bgmgen.core.errors import InputError
+from bgmgen.video.probe import probe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "testvideos"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/testvideos is absent")
@@ -21,7 +20,7 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/testvid
 
 @pytest.fixture(scope="module")
 def models():
-    from bgmgen.analysis import AnalysisModels, AnalysisOptions
+    from bgmgen.video.analysis import AnalysisModels, AnalysisOptions
 
     return AnalysisModels(AnalysisOptions())
 
@@ -50,7 +49,7 @@ def test_probe_containers(tmp_path, suffix, audio, codec):
 
 
 def test_probe_rotation_and_upright_keyframes(tmp_path):
-    from bgmgen.decode import frames_at, scan_small
+    from bgmgen.video.decode import frames_at, scan_small
 
     path = make_video(tmp_path / "portrait.mp4", duration=1.0, size=(320, 180), rotation=90, moving=True)
     info = probe(path)
@@ -127,8 +126,8 @@ def test_bad_inputs_are_one_line_input_errors(tmp_path):
 def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
     import torch
 
-    from bgmgen.decode import scan_small
-    from bgmgen.shots import ShotDetector, pool_to_tn, preserved_global_state, scenes_from_predictions
+    from bgmgen.video.decode import scan_small
+    from bgmgen.video.shots import ShotDetector, pool_to_tn, preserved_global_state, scenes_from_predictions
 
     random.seed(7)
     np.random.seed(7)
@@ -172,7 +171,7 @@ def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
 def test_bf16_frames_near_the_threshold_are_recomputed_in_fp32():
     import torch
 
-    from bgmgen.shots import THRESHOLD, ShotDetector, scenes_from_predictions
+    from bgmgen.video.shots import THRESHOLD, ShotDetector, scenes_from_predictions
 
     detector = ShotDetector(precision="bf16", window=100)
     logit = float(np.log(THRESHOLD / (1 - THRESHOLD)))
@@ -193,8 +192,8 @@ def test_bf16_frames_near_the_threshold_are_recomputed_in_fp32():
 
 
 def test_histogram_fallback_finds_hard_cuts(clip):
-    from bgmgen.decode import scan_small
-    from bgmgen.shots import HistogramShotDetector, cut_frames_from_predictions, pool_to_tn
+    from bgmgen.video.decode import scan_small
+    from bgmgen.video.shots import HistogramShotDetector, cut_frames_from_predictions, pool_to_tn
 
     class Tn:
         def __init__(self):
@@ -212,7 +211,7 @@ def test_histogram_fallback_finds_hard_cuts(clip):
 
 
 def test_analysis_cuts_motion_and_cache(clip, models, tmp_path):
-    from bgmgen.analysis import AnalysisOptions, VideoAnalysis, analyse_video
+    from bgmgen.video.analysis import AnalysisOptions, VideoAnalysis, analyse_video
 
     opts = AnalysisOptions(cache_dir=str(tmp_path / "cache"))
     first = analyse_video(clip, opts, models=models)
@@ -251,7 +250,7 @@ def test_analysis_cuts_motion_and_cache(clip, models, tmp_path):
 
 
 def test_sixty_fps_is_analysed_at_thirty(tmp_path, models):
-    from bgmgen.analysis import AnalysisOptions, analyse_video
+    from bgmgen.video.analysis import AnalysisOptions, analyse_video
 
     path = make_video(tmp_path / "fast.mkv", duration=2.0, fps=60, cuts=[1.0], moving=[True, False])
     an = analyse_video(path, AnalysisOptions(use_cache=False), models=models)
@@ -264,7 +263,7 @@ def test_sixty_fps_is_analysed_at_thirty(tmp_path, models):
 
 @needs_shared
 def test_shared_clips_cuts_and_rejections(models):
-    from bgmgen.analysis import AnalysisOptions, analyse_video
+    from bgmgen.video.analysis import AnalysisOptions, analyse_video
 
     opts = AnalysisOptions(use_cache=False)
     fades = analyse_video(SHARED / "pyscenedetect_testvideo_cuts_fades.mp4", opts, models=models)
@@ -285,7 +284,7 @@ def test_shared_clips_cuts_and_rejections(models):
 def test_stream_where_almost_nothing_decodes_is_rejected(tmp_path):
     # A valid header and first picture, the rest of the coded data destroyed: probe passes, then the
     # scan finds only a couple of frames and rejects the file in one line (issue 5: "(almost) nothing").
-    from bgmgen.decode import scan_small
+    from bgmgen.video.decode import scan_small
 
     v = make_video(tmp_path / "mostly broken.mp4", duration=4.0, moving=True)
     data = bytearray(v.read_bytes())
@@ -313,7 +312,7 @@ def test_streamed_shot_detection_equals_predict():
     for lengths around the window layout's edges and uneven chunks; a cancelled stream runs nothing more."""
     import torch
 
-    from bgmgen.shots import ShotDetector
+    from bgmgen.video.shots import ShotDetector
 
     detector = ShotDetector()  # "auto": the precision the product runs with on this CPU
     rng = np.random.default_rng(3)

@@ -1,0 +1,67 @@
+"""The options of `bgmgen score`: one frozen dataclass, one field per CLI flag (bgmgen/cli.py
+builds it from typed parameters; the library API builds it directly)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """The flags of `bgmgen score`, one field each."""
+
+    out: str | None = None
+    seed: int = 0
+    mix: str | None = None            # None: replace when the input has no audible sound, else duck
+    tempo: float | None = None
+    mood: str | None = None
+    device: str = "cpu"
+    use_cache: bool = True
+    cache_dir: str | None = None
+    force: bool = False
+    quiet: bool = False
+    debug: bool = False
+    clip_weights: str | None = None
+    blip_weights: str | None = None
+    require_semantic: bool = False
+    model: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    loose_groove: bool = False        # let the model place onsets off the plan's groove
+    soundfont: str | None = None
+
+    # Fields that do not change what is written (so they do not make outputs stale).
+    NON_OUTPUT_FIELDS = ("out", "use_cache", "cache_dir", "force", "quiet", "debug")
+
+    @classmethod
+    def from_args(cls, args) -> "ScoreOptions":
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {n: getattr(args, n) for n in names if hasattr(args, n)}
+        values["use_cache"] = not getattr(args, "no_cache", False)
+        for key in ("out", "cache_dir", "clip_weights", "blip_weights", "model", "soundfont"):
+            if values.get(key):
+                values[key] = os.path.abspath(os.path.expanduser(values[key]))
+        return cls(**values)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def output_fingerprint(self) -> dict:
+        d = self.to_json()
+        for name in self.NON_OUTPUT_FIELDS:
+            d.pop(name, None)
+        return d
+
+    def analysis_options(self):
+        from bgmgen.video.analysis import AnalysisOptions
+
+        kw: dict[str, Any] = dict(device=self.device, cache_dir=self.cache_dir, use_cache=self.use_cache,
+                                  require_semantic=self.require_semantic, defer_keyframes=True)
+        if self.clip_weights:
+            kw["clip_weights"] = self.clip_weights
+        if self.blip_weights:
+            kw["blip_weights"] = self.blip_weights
+        return AnalysisOptions(**kw)

@@ -1,0 +1,190 @@
+"""report: one picture that shows how the music follows the video.
+
+Three panels share one time axis in seconds (0 .. video duration):
+  1. a keyframe per shot, placed over its shot, with the shot spans shaded alternately;
+  2. the motion curve (0..1) with the per-beat density the plan asked for, and accents;
+  3. the generated piano roll (sustained notes as bars, onsets as dots), pitch against time.
+Cut times are red vertical lines through every panel; downbeats (the bar grid) are grey lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bgmgen.core.constants import N_PITCHES, ONSET, STEPS_PER_BEAT, SUSTAIN
+from bgmgen.core.files import atomic_path
+
+FIG_SIZE_IN = (14.0, 9.0)
+DPI = 100
+HEIGHT_RATIOS = (1.3, 1.3, 3.0)
+ROLL_THRESHOLD = 0.5
+PITCH_MARGIN = 3
+CUT_COLOR = "#d62728"
+GRID_COLOR = "#9a9a9a"
+
+
+def step_times(plan, n_steps: int) -> np.ndarray:
+    """Start time (s) of each 16th-note step, following the plan's beat times (tempo map) and
+    extrapolating past the last beat at the plan's tempo."""
+    beats = np.asarray(getattr(plan, "beat_times_s", []), dtype=np.float64)
+    beat_s = 60.0 / float(plan.bpm)
+    if len(beats) < 2:
+        start = beats[0] if len(beats) else 0.0
+        beats = start + beat_s * np.arange(max(2, n_steps // STEPS_PER_BEAT + 2))
+    pos = np.arange(n_steps + 1, dtype=np.float64) / STEPS_PER_BEAT  # in beats
+    idx = np.arange(len(beats), dtype=np.float64)
+    times = np.interp(pos, idx, beats)
+    last = len(beats) - 1
+    after = pos > last
+    times[after] = beats[-1] + (pos[after] - last) * (beats[-1] - beats[-2])
+    return times
+
+
+def _roll_notes(roll: np.ndarray):
+    """Sustain segments (pitch, start_step, end_step) and onset positions (step, pitch) of a
+    [2, T, 128] roll. A note is a run of sustain frames; an onset inside a run starts a new note."""
+    roll = np.asarray(roll)
+    if roll.ndim != 3 or roll.shape[0] < 2 or roll.shape[2] != N_PITCHES:
+        raise ValueError(f"piano roll of shape {roll.shape}; expected [2, T, {N_PITCHES}]")
+    onset = roll[ONSET] > ROLL_THRESHOLD
+    sustain = (roll[SUSTAIN] > ROLL_THRESHOLD) | onset
+    notes = []
+    for pitch in np.flatnonzero(sustain.any(axis=0)):
+        col, ons = sustain[:, pitch], onset[:, pitch]
+        start = None
+        for t in range(len(col) + 1):
+            on = t < len(col) and col[t]
+            new = on and (start is None or ons[t])
+            if start is not None and (not on or new):
+                notes.append((int(pitch), start, t))
+                start = None
+            if new:
+                start = t
+    on_t, on_p = np.nonzero(onset)
+    return notes, on_t, on_p
+
+
+def _keyframe_panel(ax, analysis, duration: float) -> None:
+    shots = list(getattr(analysis, "shots", None) or [(0.0, duration)])
+    for i, (s, e) in enumerate(shots):
+        ax.axvspan(s, e, color="#f0f0f0" if i % 2 == 0 else "#dcdcdc", zorder=0, lw=0)
+    frames = getattr(analysis, "keyframes", None)
+    times = list(getattr(analysis, "keyframe_times_s", None) or [])
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    ax.set_ylabel("shots")
+    if frames is None or len(frames) == 0:
+        return
+    fig = ax.figure
+    pos = ax.get_position()  # the axes' size in pixels keeps the keyframes' aspect ratio
+    width_px, height_px = pos.width * fig.get_figwidth() * fig.dpi, pos.height * fig.get_figheight() * fig.dpi
+    sec_per_px = duration / max(width_px, 1.0)
+    for i, frame in enumerate(frames):
+        frame = np.asarray(frame)
+        if i < len(times):  # the shot that holds the keyframe's time
+            t = float(times[i])
+            s, e = next(((a, b) for a, b in shots if a <= t < b), shots[min(i, len(shots) - 1)])
+        else:
+            s, e = shots[min(i, len(shots) - 1)]
+        h_px, w_px = frame.shape[0], frame.shape[1]
+        height = 0.9  # axis fraction
+        width_s = (w_px / h_px) * height * height_px * sec_per_px
+        span = max(e - s, 1e-6)
+        if width_s > 0.96 * span:  # a short shot: shrink the picture to fit inside it
+            height *= 0.96 * span / width_s
+            width_s = 0.96 * span
+        centre = (s + e) / 2.0
+        x0 = min(max(centre - width_s / 2, s), max(s, e - width_s))
+        y0 = (1.0 - height) / 2
+        ax.imshow(frame, extent=(x0, x0 + width_s, y0, y0 + height), aspect="auto", zorder=2,
+                  interpolation="bilinear")
+        ax.text(s + 0.002 * duration, 0.97, str(i + 1), va="top", ha="left", fontsize=7, zorder=3)
+
+
+def _curves_panel(ax, analysis, plan, duration: float) -> None:
+    mt = np.asarray(getattr(analysis, "motion_times_s", []), dtype=np.float64)
+    mv = np.asarray(getattr(analysis, "motion", []), dtype=np.float64)
+    if len(mt) and len(mt) == len(mv):
+        ax.fill_between(mt, 0, mv, color="#1f77b4", alpha=0.25, lw=0)
+        ax.plot(mt, mv, color="#1f77b4", lw=0.9, label="motion (video)")
+    beats = np.asarray(getattr(plan, "beat_times_s", []), dtype=np.float64)
+    density = np.asarray(getattr(plan, "density", []), dtype=np.float64)
+    if len(beats) and len(density):
+        n = min(len(beats), len(density))
+        scale = max(float(np.nanmax(density[:n])), 1e-9) if n else 1.0
+        edges = np.append(beats[:n], beats[n - 1] + (60.0 / float(plan.bpm)))
+        ax.stairs(density[:n] / scale, edges, color="#ff7f0e", lw=1.4,
+                  label=f"requested density per beat (max {scale:.2g})")
+    accent = np.asarray(getattr(plan, "accent", []), dtype=np.float64)
+    if len(beats) and len(accent):
+        n = min(len(beats), len(accent))
+        strong = accent[:n] > 0
+        if strong.any():
+            ax.vlines(beats[:n][strong], 0, np.clip(accent[:n][strong], 0, 1) * 0.25, color="#2ca02c", lw=1.2,
+                      label="accents")
+    onsets = list(getattr(analysis, "onsets", None) or [])
+    if onsets:
+        ot = np.array([o[0] for o in onsets], dtype=np.float64)
+        ax.plot(ot, np.full_like(ot, 1.04), "v", color="#9467bd", ms=3.5, label="visual onsets", clip_on=False)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("motion / density")
+    ax.legend(loc="upper right", fontsize=7, ncol=4, framealpha=0.85)
+
+
+def _roll_panel(ax, plan, roll, duration: float) -> None:
+    notes, on_t, on_p = _roll_notes(roll)
+    times = step_times(plan, np.asarray(roll).shape[1])
+    if notes:
+        pitches = np.array([n[0] for n in notes])
+        starts = times[[n[1] for n in notes]]
+        ends = times[[n[2] for n in notes]]
+        ax.barh(pitches, ends - starts, left=starts, height=0.8, color="#4c72b0", alpha=0.55, lw=0)
+        ax.plot(times[on_t], on_p, "|", color="#1b2a4a", ms=4, mew=1.0)
+        lo, hi = int(pitches.min()) - PITCH_MARGIN, int(pitches.max()) + PITCH_MARGIN
+    else:
+        lo, hi = 36, 96
+        ax.text(duration / 2, (lo + hi) / 2, "no notes", ha="center", va="center", color="0.4")
+    ax.set_ylim(lo, hi)
+    c_notes = [p for p in range(lo, hi + 1) if p % 12 == 0]
+    ax.set_yticks(c_notes, [f"C{p // 12 - 1}" for p in c_notes])
+    ax.set_ylabel("pitch")
+    ax.set_xlabel("time (s)")
+
+
+def write_report(png_path, analysis, plan, roll: np.ndarray) -> None:
+    """Write report.png: keyframes per shot, cuts, motion and requested density, bar grid and the
+    generated piano roll on one time axis (seconds)."""
+    # The object API (no pyplot, no global figure manager): the pipeline draws the report in a
+    # worker thread while the audio renders and muxes.
+    import matplotlib  # noqa: PLC0415  (heavy: imported on use)
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    info = analysis.info
+    duration = float(getattr(info, "duration_s", 0.0) or getattr(plan, "duration_s", 0.0) or 1.0)
+    with matplotlib.rc_context({"font.size": 8, "axes.titlesize": 10}):
+        fig = Figure(figsize=FIG_SIZE_IN, dpi=DPI)
+        axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": HEIGHT_RATIOS, "hspace": 0.08})
+        ax_kf, ax_cv, ax_roll = axes
+        fig.subplots_adjust(left=0.05, right=0.99, top=0.955, bottom=0.06)
+        ax_kf.set_xlim(0, duration)
+        downbeats = np.asarray(getattr(plan, "downbeat_times_s", []), dtype=np.float64)
+        for ax in (ax_cv, ax_roll):
+            for t in downbeats:
+                ax.axvline(t, color=GRID_COLOR, lw=0.7, alpha=0.6, zorder=0)
+        for ax in axes:
+            for t in getattr(analysis, "cuts_s", []) or []:
+                ax.axvline(t, color=CUT_COLOR, lw=1.3, alpha=0.85, zorder=4)
+        _keyframe_panel(ax_kf, analysis, duration)
+        _curves_panel(ax_cv, analysis, plan, duration)
+        _roll_panel(ax_roll, plan, roll, duration)
+        ax_roll.set_xlim(0, duration)
+        name = Path(getattr(info, "path", "") or "video").name
+        n_shots = len(getattr(analysis, "shots", []) or [])
+        title = (f"{name}: {duration:.2f} s, {n_shots} shot(s), {len(getattr(analysis, 'cuts_s', []) or [])} cut(s) "
+                 f"(red) | {float(plan.bpm):.1f} BPM, {int(getattr(plan, 'n_bars', 0))} bars (grey = downbeats)"
+                 f" | {getattr(plan, 'key', '?')}, mood {getattr(plan, 'mood', '?')}")
+        fig.suptitle(title, x=0.01, ha="left", y=0.995)
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})

@@ -1,0 +1,259 @@
+"""One video through every stage: probe, analysis, plan, generate, MIDI, render, mux, report,
+run.json - written into a partial folder that replaces the output folder only when complete.
+
+Heavy modules (torch, decord, the stage modules) are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from bgmgen import __version__
+from bgmgen.app import provenance
+from bgmgen.app.console import escape, say
+from bgmgen.app.options import ScoreOptions
+from bgmgen.app.outputs import Job, partial_folder
+from bgmgen.app.provenance import RUN_JSON, RUN_JSON_SCHEMA, collect_versions, hash_weights, input_identity
+from bgmgen.core.errors import BgmgenError, MissingDependencyError
+from bgmgen.core.files import Sha256Memo
+from bgmgen.core.jsonio import dump_json
+from bgmgen.core.timing import Stopwatch
+from bgmgen.music.weights import default_model_path
+
+PREWARM_MODULES = ("torch", "scipy.signal", "scipy.ndimage", "scipy.io.wavfile", "matplotlib.figure",
+                   "matplotlib.backends.backend_agg")
+
+
+
+def _prewarm_imports() -> None:
+    import importlib
+
+    for name in PREWARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # the stage that needs it reports the problem itself
+            pass
+
+
+class BatchContext:
+    """Models and facts shared by every video of a batch (loaded once, lazily)."""
+
+    def __init__(self, options: ScoreOptions, command: list[str] | None):
+        self.options = options
+        self.command = command or ["bgmgen", "score"]
+        self.hashes = Sha256Memo(options.cache_dir)
+        self._analysis_models = None
+        self._music_model = None
+        self._soundfont: Path | None = None
+        self.notes_said: set[str] = set()
+        self.load_timings: dict[str, float] = {}
+        self._preflight_done = False
+
+    def preflight(self) -> None:
+        """Cheap checks that would fail every video: run once before the first heavy stage."""
+        if self._preflight_done:
+            return
+        for tool in ("ffmpeg", "ffprobe"):
+            if not shutil.which(tool):
+                raise MissingDependencyError(
+                    f"{tool} is not on PATH; install it (apt-get install ffmpeg) or run scripts/bootstrap")
+        if self.options.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise MissingDependencyError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
+        self.soundfont()
+        self._preflight_done = True
+
+    def soundfont(self) -> Path:
+        if self._soundfont is None:
+            from bgmgen.audio.render import find_soundfont
+
+            self._soundfont = Path(find_soundfont(self.options.soundfont))
+        return self._soundfont
+
+    def analysis_models(self):
+        if self._analysis_models is None:
+            from bgmgen.video.analysis import AnalysisModels
+
+            t0 = time.perf_counter()
+            self._analysis_models = AnalysisModels(self.options.analysis_options())
+            self.load_timings["load_analysis_models"] = round(time.perf_counter() - t0, 4)
+        return self._analysis_models
+
+    def music_model(self):
+        if self._music_model is None:
+            from bgmgen.music.generate import load_music_model
+
+            t0 = time.perf_counter()
+            self._music_model = load_music_model(self.options.model, device=self.options.device)
+            self.load_timings["load_music_model"] = round(time.perf_counter() - t0, 4)
+        return self._music_model
+
+    def model_fingerprint(self) -> dict:
+        """What identifies the music model and SoundFont, without loading torch."""
+        fp: dict[str, Any] = {}
+        model_path = self.options.model or default_model_path()
+        if Path(model_path).is_file():
+            fp["model_sha256"] = self.hashes.sha256(model_path)
+        try:
+            fp["soundfont_sha256"] = self.hashes.sha256(self.soundfont())
+        except BgmgenError:
+            fp["soundfont_sha256"] = None
+        # CLIP/BLIP weights that appear in the HF cache after a fallback run make the outputs stale.
+        from bgmgen.video.semantic import cached_weight_sources
+
+        fp["semantic_sources"] = cached_weight_sources(self.options.analysis_options())
+        return fp
+
+    def fingerprint(self) -> dict:
+        """The up-to-date fingerprint of this batch's outputs (provenance.fingerprint)."""
+        return provenance.fingerprint(self.options.output_fingerprint(), self.model_fingerprint())
+
+    def note(self, text: str, console) -> None:
+        """Say a fallback or warning once per batch."""
+        if text in self.notes_said:
+            return
+        self.notes_said.add(text)
+        say(console, f"[yellow]note:[/] {escape(text)}")
+
+
+def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], None],
+              ident: dict | None, fingerprint: dict) -> dict:
+    """Run every stage for one video; returns a short summary for the table."""
+    from bgmgen.video import probe
+
+    opts = ctx.options
+    sw = Stopwatch()
+    t_start = time.perf_counter()
+    path = job.path
+    with sw.stage("hash_input", stage_cb):
+        ident = ident or input_identity(path)
+    with sw.stage("probe", stage_cb):
+        info = probe.probe(str(path))
+    ctx.preflight()
+    from bgmgen.app import report
+    from bgmgen.audio import mux, render
+    from bgmgen.music import generate, midi
+    from bgmgen.music import plan as plan_mod
+    from bgmgen.video import analysis as analysis_mod
+
+    models = ctx.analysis_models()
+    # While the first pass decodes (C threads), import what later stages need: torch for the shot
+    # detector, scipy.signal for the loudness meter (~1 s each here), matplotlib for the report.
+    threading.Thread(target=_prewarm_imports, name="prewarm-imports", daemon=True).start()
+    with sw.stage("analysis", stage_cb):
+        an = analysis_mod.analyse_video(str(path), opts.analysis_options(), models=models,
+                                        progress=lambda s: stage_cb(f"analysis: {s}"))
+    for stage, reason in sorted((an.fallbacks or {}).items()):
+        ctx.note(f"{stage}: {reason}", console)
+    for w in an.warnings or []:
+        say(console, f"[yellow]warning:[/] {escape(path.name)}: {escape(w)}")
+
+    model = ctx.music_model()
+    with sw.stage("plan", stage_cb):
+        from bgmgen.music.plan import PlanOptions
+
+        music_plan = plan_mod.make_plan(an, PlanOptions(tempo=opts.tempo, mood=opts.mood, seed=opts.seed))
+    # Every sampler setting is explicit here, so run.json records what was used, not just what was asked.
+    gen_kw: dict[str, Any] = {
+        "seed": opts.seed,
+        "steps": generate.DEFAULT_STEPS if opts.steps is None else opts.steps,
+        "guidance": generate.DEFAULT_GUIDANCE if opts.guidance is None else opts.guidance,
+        "strict_groove": not opts.loose_groove}
+    with sw.stage("generate", stage_cb):
+        roll = generate.generate_roll(model, music_plan, **gen_kw)
+    with sw.stage("midi", stage_cb):
+        pm = midi.roll_to_midi(roll, music_plan)
+
+    with sw.stage("mix_decision", stage_cb):
+        if opts.mix:
+            mix, mix_reason = opts.mix, "--mix"
+        else:
+            audible = bool(info.has_audio) and bool(mux.audio_is_audible(str(path), info))
+            mix = "duck" if audible else "replace"
+            mix_reason = ("default: the input has audible sound" if audible else
+                          "default: the input has no audible sound")
+
+    stem = job.stem
+    names = {"midi": f"{stem}.mid", "wav": f"{stem}.wav", "video": f"{stem}.mp4",
+             "report": "report.png", "run": RUN_JSON}
+    with partial_folder(job.out_dir) as tmp:
+        with sw.stage("write_midi", stage_cb):
+            pm.write(str(tmp / names["midi"]))
+        # The report is drawn in a worker thread while FluidSynth and ffmpeg (which release the GIL)
+        # render and mux: about a second less wall time per video.
+        def draw_report() -> float:
+            t0 = time.perf_counter()
+            an.wait_keyframes()  # decoded in the background since the analysis ended, when deferred
+            report.write_report(str(tmp / names["report"]), an, music_plan, midi.midi_to_roll(pm, music_plan))
+            return time.perf_counter() - t0
+
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="report") as pool:
+            drawn = pool.submit(draw_report)
+            with sw.stage("render", stage_cb):
+                render_info = render.render_midi(str(tmp / names["midi"]), str(tmp / names["wav"]),
+                                                 info.duration_s,
+                                                 render.RenderOptions(soundfont=str(ctx.soundfont())))
+            with sw.stage("mux", stage_cb):
+                mux_info = mux.mux(str(path), str(tmp / names["wav"]), str(tmp / names["video"]), info, mix)
+            with sw.stage("report_wait", stage_cb):
+                sw.timings["report"] = round(drawn.result(), 4)  # re-raises the report's error, if any
+
+        weight_files = dict(models.weight_files)
+        weight_files["music_model"] = str(model.path)
+        weight_files["soundfont"] = str(ctx.soundfont())
+        with sw.stage("hash_weights", stage_cb):
+            weights = hash_weights(weight_files, ctx.hashes)
+            weights["music_model"]["sha256_reported_by_model"] = model.sha256
+        fallbacks = dict(an.fallbacks or {})
+        timings = {f"analysis.{k}": v for k, v in (an.timings_s or {}).items()}
+        timings.update(sw.timings)
+        timings.update(ctx.load_timings)
+        timings["total"] = round(time.perf_counter() - t_start, 4)
+        plan_json = music_plan.to_json()
+        run = {
+            "schema": RUN_JSON_SCHEMA,
+            "bgmgen_version": __version__,
+            "versions": collect_versions(),
+            "command": ctx.command,
+            "created_unix": round(time.time(), 3),
+            "options": opts.to_json(),
+            "fingerprint": fingerprint,
+            "seed": opts.seed,
+            "input": ident,
+            "video": info.to_json(),
+            "analysis": an.to_json(),
+            "plan": plan_json,
+            "tempo_bpm": plan_json.get("bpm"),
+            "bar_grid": {
+                "bpm": plan_json.get("bpm"),
+                "n_bars": plan_json.get("n_bars"),
+                "n_beats": plan_json.get("n_beats"),
+                "downbeat_times_s": plan_json.get("downbeat_times_s"),
+            },
+            "shots": (an.to_json() or {}).get("shots"),
+            "captions": an.captions,
+            "mix": {"mode": mix, "reason": mix_reason},
+            "music_model": {"path": str(model.path), "sha256": model.sha256, "meta": model.meta,
+                            "device": str(model.device)},
+            "generation": {**gen_kw, "guide_groups": list(generate.DEFAULT_GUIDE_GROUPS),
+                           "precision": model.precision, "threads": generate.sampler_thread_count()},
+            "render": render_info,
+            "mux": mux_info,
+            "weights": weights,
+            "fallbacks": fallbacks,
+            "warnings": list(an.warnings or []),
+            "timings_s": timings,
+            "outputs": dict(names),
+        }
+        dump_json(run, tmp / names["run"])
+    ctx.hashes.save()
+    return {"duration_s": info.duration_s, "bpm": plan_json.get("bpm"), "key": plan_json.get("key"),
+            "mood": plan_json.get("mood"), "mix": mix, "cuts": len(an.cuts_s or []),
+            "timings": timings}

@@ -1,0 +1,525 @@
+"""render: MIDI -> WAV with FluidSynth (pyfluidsynth) and a freely licensed SoundFont.
+
+The MIDI events are fed to the synthesizer by this module (no FluidSynth player, no audio driver),
+so the output depends only on the MIDI file, the SoundFont and the options: the same input gives
+the same bytes. The synthesizer is read as 32-bit float (raw FluidSynth output is quiet, peak ~0.04,
+so 16-bit output would throw away resolution before normalisation).
+
+Post-processing, in order: trim/pad to exactly `duration_s`, fade in/out, gain to the target
+integrated loudness (ITU-R BS.1770-4, gated), a look-ahead peak limiter only when the gain would
+push the true peak above the ceiling, a final true-peak check (4x oversampling) that lowers the gain
+if needed, 16-bit PCM. The reported figures are measured on the samples actually written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bgmgen.core.assets import checkout_soundfont_dir
+from bgmgen.core.constants import SAMPLE_RATE, TARGET_LUFS, TRUE_PEAK_DBTP
+from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
+from bgmgen.core.files import atomic_path
+
+N_CHANNELS = 2  # stereo output
+SOUNDFONT_ENV = "BGMGEN_SOUNDFONT"
+SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
+REPO_SOUNDFONT_DIR = checkout_soundfont_dir()
+SYSTEM_SOUNDFONTS = (
+    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),  # fluid-soundfont-gm, MIT
+    Path("/usr/share/sounds/sf3/MuseScore_General.sf3"),  # musescore-general-soundfont*, MIT
+    Path("/usr/share/sounds/sf3/MuseScore_General_Full.sf3"),
+    Path("/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"),
+)
+# Found automatically only if the file name says it is one of these MIT SoundFonts. default-GM.sf2 is
+# a Debian alternatives link that may point at TimGM6mb (GPL-2), so it is never picked up implicitly.
+ALLOWED_SYSTEM_NAMES = ("fluidr3_gm", "musescore_general")
+EXCLUDED_NAMES = ("timgm", "default-gm")
+INSTALL_HINT = (
+    "install one with `apt-get install fluid-soundfont-gm` (MIT; or run scripts/bootstrap), "
+    f"or pass --soundfont PATH / set {SOUNDFONT_ENV}=PATH to an .sf2/.sf3 file"
+)
+
+RENDER_BLOCK = 4096  # samples per synthesizer read between events
+LIMITER_LOOKAHEAD_S = 0.005
+LIMITER_HOLD_S = 0.050
+SAMPLE_PEAK_MARGIN_DB = 0.5  # the limiter aims this far below the true-peak ceiling
+LOUDNESS_BLOCK_S = 0.400  # BS.1770 gating block
+LOUDNESS_HOP_S = 0.100  # 75 % overlap
+ABS_GATE_LUFS = -70.0
+REL_GATE_LU = -10.0
+TRUE_PEAK_OVERSAMPLE = 4
+TRUE_PEAK_SEARCH_DB = 6.0
+LIMITER_PASSES = 8
+LOUDNESS_TOLERANCE_LU = 0.05
+MIN_FADE_FRACTION = 1.0 / 3.0  # a fade never takes more than a third of a very short clip
+GENERAL_MIDI_PIANO = 0
+DRUM_CHANNEL = 9
+DRUM_BANK = 128
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    soundfont: str | None = None
+    target_lufs: float = TARGET_LUFS
+    true_peak_dbtp: float = TRUE_PEAK_DBTP
+    fade_in_s: float = 0.05
+    fade_out_s: float = 1.0
+    reverb: bool = True
+
+
+# --------------------------------------------------------------------------------------- SoundFont
+
+
+def _is_excluded(path: Path) -> bool:
+    names = (path.name.lower(), Path(os.path.realpath(path)).name.lower())
+    return any(bad in name for name in names for bad in EXCLUDED_NAMES)
+
+
+def _check_soundfont_file(path: Path, source: str) -> Path:
+    if not path.is_file():
+        raise MissingDependencyError(f"{path}: SoundFont ({source}) does not exist; {INSTALL_HINT}")
+    if path.suffix.lower() not in SOUNDFONT_SUFFIXES:
+        raise InputError(f"{path}: not a SoundFont (.sf2/.sf3 expected, from {source}); {INSTALL_HINT}")
+    return path.resolve()
+
+
+def find_soundfont(explicit: str | None = None) -> Path:
+    """The SoundFont to render with: explicit path, $BGMGEN_SOUNDFONT, the repo's soundfonts/ folder,
+    then Debian's FluidR3_GM.sf2 and MuseScore_General*.sf3 (both MIT). Never TimGM6mb/default-GM."""
+    if explicit:
+        return _check_soundfont_file(Path(explicit).expanduser(), "--soundfont")
+    env = os.environ.get(SOUNDFONT_ENV)
+    if env:
+        return _check_soundfont_file(Path(env).expanduser(), f"${SOUNDFONT_ENV}")
+    if REPO_SOUNDFONT_DIR.is_dir():
+        local = sorted(
+            p for p in REPO_SOUNDFONT_DIR.iterdir()
+            if p.suffix.lower() in SOUNDFONT_SUFFIXES and p.is_file() and not _is_excluded(p)
+        )
+        if local:
+            return local[0].resolve()
+    for candidate in SYSTEM_SOUNDFONTS:
+        if candidate.is_file() and not _is_excluded(candidate):
+            real = Path(os.path.realpath(candidate))
+            if any(ok in real.name.lower() for ok in ALLOWED_SYSTEM_NAMES):
+                return real
+    raise MissingDependencyError(f"no SoundFont found; {INSTALL_HINT}")
+
+
+# ------------------------------------------------------------------------------------ synthesis
+
+
+def _import_fluidsynth():
+    try:
+        import fluidsynth  # noqa: PLC0415  (heavy / native: imported on use)
+    except ImportError as err:  # pyfluidsynth raises ImportError when libfluidsynth is missing
+        raise MissingDependencyError(
+            f"FluidSynth is not usable ({err}); install it with `apt-get install libfluidsynth3` "
+            "(or run scripts/bootstrap)"
+        ) from None
+    except OSError as err:
+        raise MissingDependencyError(
+            f"libfluidsynth failed to load ({err}); reinstall it with `apt-get install --reinstall libfluidsynth3`"
+        ) from None
+    return fluidsynth
+
+
+def _float_writer(fluidsynth):
+    """fluid_synth_write_float through pyfluidsynth's own ctypes helper (None if the library lacks it)."""
+    from ctypes import POINTER, c_float, c_int, c_void_p  # noqa: PLC0415
+
+    fn = fluidsynth.cfunc(
+        "fluid_synth_write_float", c_int,
+        ("synth", c_void_p, 1), ("len", c_int, 1),
+        ("lout", POINTER(c_float), 1), ("loff", c_int, 1), ("lincr", c_int, 1),
+        ("rout", POINTER(c_float), 1), ("roff", c_int, 1), ("rincr", c_int, 1),
+    )
+    if fn is None:
+        return None
+
+    def write(synth, n: int) -> np.ndarray:
+        buf = np.zeros(n * N_CHANNELS, dtype=np.float32)
+        ptr = buf.ctypes.data_as(POINTER(c_float))
+        fn(synth.synth, n, ptr, 0, 2, ptr, 1, 2)
+        return buf.reshape(n, N_CHANNELS)
+
+    return write
+
+
+def _quiet_fluidsynth_log(fluidsynth) -> None:
+    """Silence FluidSynth's warning/info/debug lines (our own errors say what matters)."""
+    from ctypes import c_int, c_void_p  # noqa: PLC0415
+
+    set_log = fluidsynth.cfunc(
+        "fluid_set_log_function", c_void_p, ("level", c_int, 1), ("fun", c_void_p, 1), ("data", c_void_p, 1)
+    )
+    if set_log is None:
+        return
+    for level in (2, 3, 4):  # FLUID_WARN, FLUID_INFO, FLUID_DBG
+        set_log(level, None, None)
+
+
+def _midi_events(midi_path: Path) -> list[tuple[float, object]]:
+    """(absolute seconds, message) for every channel message, tempo map applied by mido."""
+    import mido  # noqa: PLC0415
+
+    try:
+        midi = mido.MidiFile(str(midi_path))
+    except (OSError, EOFError, ValueError, KeyError, IndexError) as err:
+        raise InputError(f"{midi_path}: cannot read the MIDI file ({err or type(err).__name__}); regenerate it") from None
+    events: list[tuple[float, object]] = []
+    now = 0.0
+    for msg in midi:  # merged tracks; msg.time is the delta in seconds
+        now += msg.time
+        if not msg.is_meta:
+            events.append((now, msg))
+    return events
+
+
+def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool) -> np.ndarray:
+    fluidsynth = _import_fluidsynth()
+    _quiet_fluidsynth_log(fluidsynth)
+    events = _midi_events(midi_path)
+    synth = fluidsynth.Synth(
+        gain=1.0,
+        samplerate=float(SAMPLE_RATE),
+        **{
+            "synth.reverb.active": 1 if reverb else 0,
+            "synth.chorus.active": 0,  # chorus on a piano sounds detuned
+            "synth.cpu-cores": 1,  # one thread: deterministic voice mixing
+            "synth.dynamic-sample-loading": 1,  # load only the presets we play (FluidR3 is 148 MB)
+        },
+    )
+    try:
+        sfid = synth.sfload(str(soundfont))
+        if sfid == -1:
+            raise InputError(f"{soundfont}: FluidSynth cannot load this SoundFont; {INSTALL_HINT}")
+        for chan in range(16):
+            if chan == DRUM_CHANNEL:
+                synth.program_select(chan, sfid, DRUM_BANK, 0)
+            else:
+                synth.program_select(chan, sfid, 0, GENERAL_MIDI_PIANO)
+        write_float = _float_writer(fluidsynth)
+        out = np.zeros((n_samples, N_CHANNELS), dtype=np.float32)
+        pos = 0
+
+        def advance(to: int) -> None:
+            nonlocal pos
+            to = min(to, n_samples)
+            while pos < to:
+                n = min(RENDER_BLOCK, to - pos)
+                if write_float is not None:
+                    out[pos:pos + n] = write_float(synth, n)
+                else:  # very old libfluidsynth: 16-bit path
+                    out[pos:pos + n] = synth.get_samples(n).reshape(n, N_CHANNELS).astype(np.float32) / 32768.0
+                pos += n
+
+        for t, msg in events:
+            at = int(round(t * SAMPLE_RATE))
+            if at >= n_samples:
+                break
+            advance(at)
+            kind = msg.type
+            if kind == "note_on":
+                if msg.velocity > 0:
+                    synth.noteon(msg.channel, msg.note, msg.velocity)
+                else:
+                    synth.noteoff(msg.channel, msg.note)
+            elif kind == "note_off":
+                synth.noteoff(msg.channel, msg.note)
+            elif kind == "control_change":
+                synth.cc(msg.channel, msg.control, msg.value)
+            elif kind == "program_change":
+                synth.program_change(msg.channel, msg.program)
+            elif kind == "pitchwheel":
+                synth.pitch_bend(msg.channel, msg.pitch)
+        advance(n_samples)
+        return out
+    finally:
+        synth.delete()
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+PCM16_SCALE = 32767.0
+CHUNK = 1 << 20  # samples per chunk when walking long renders (keeps temporaries small)
+
+
+def _as_2d(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    return audio[:, None] if audio.ndim == 1 else audio
+
+
+def _float64(audio: np.ndarray, lo: int, hi: int, ch=slice(None)) -> np.ndarray:
+    """audio[lo:hi, ch] as float64 in [-1, 1] (16-bit PCM is scaled), without converting the whole array."""
+    seg = audio[lo:hi, ch].astype(np.float64)
+    if audio.dtype == np.int16:
+        seg /= PCM16_SCALE
+    return seg
+
+
+def _sample_magnitude(audio: np.ndarray) -> np.ndarray:
+    """max |sample| over channels, per sample, as float32 (computed chunk by chunk)."""
+    mag = np.empty(len(audio), dtype=np.float32)
+    for lo in range(0, len(audio), CHUNK):
+        hi = min(len(audio), lo + CHUNK)
+        mag[lo:hi] = np.abs(_float64(audio, lo, hi)).max(axis=1)
+    return mag
+
+
+def _k_weighting_coeffs(rate: int):
+    from pyloudnorm.iirfilter import IIRfilter  # noqa: PLC0415
+
+    # The BS.1770 K-weighting stages exactly as pyloudnorm's Meter defines them.
+    stages = (IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf"), IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"))
+    return [(np.asarray(s.b, dtype=np.float64), np.asarray(s.a, dtype=np.float64), float(s.passband_gain)) for s in stages]
+
+
+def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int = 1 << 20) -> float:
+    """BS.1770-4 gated integrated loudness (LUFS) of [n, channels] audio, in chunks (constant memory).
+
+    Returns -inf for silence. Clips shorter than one 400 ms block are measured looped to 1 s.
+    """
+    from scipy.signal import lfilter, lfilter_zi  # noqa: PLC0415
+
+    audio = _as_2d(audio)
+    block = int(round(LOUDNESS_BLOCK_S * rate))
+    hop = int(round(LOUDNESS_HOP_S * rate))
+    if len(audio) < block:
+        if len(audio) == 0:
+            return float("-inf")
+        audio = np.tile(audio, (int(np.ceil(rate / len(audio))), 1))
+    coeffs = _k_weighting_coeffs(rate)
+    n, n_ch = audio.shape
+    hops_per_block = block // hop
+    n_hops = n // hop
+    hop_energy = np.zeros((n_ch, n_hops), dtype=np.float64)
+    for ch in range(n_ch):
+        states = [lfilter_zi(b, a) * 0.0 for b, a, _ in coeffs]
+        carry = np.zeros(0)
+        for start in range(0, n_hops * hop, chunk):
+            seg = _float64(audio, start, min(start + chunk, n_hops * hop), ch)
+            for i, (b, a, g) in enumerate(coeffs):
+                seg, states[i] = lfilter(b, a, seg, zi=states[i])
+                seg = seg * g
+            seg = np.concatenate([carry, seg])
+            whole = (len(seg) // hop) * hop
+            first = (start - len(carry)) // hop
+            sq = np.square(seg[:whole]).reshape(-1, hop).sum(axis=1)
+            hop_energy[ch, first:first + len(sq)] = sq
+            carry = seg[whole:]
+    n_blocks = n_hops - hops_per_block + 1
+    if n_blocks <= 0:
+        return float("-inf")
+    csum = np.concatenate([np.zeros((n_ch, 1)), np.cumsum(hop_energy, axis=1)], axis=1)
+    z = (csum[:, hops_per_block:hops_per_block + n_blocks] - csum[:, :n_blocks]) / block  # [ch, blocks]
+    weights = np.array([1.0, 1.0, 1.0, 1.41, 1.41][:n_ch] + [1.0] * max(0, n_ch - 5))[:, None]
+    power = (weights * z).sum(axis=0)
+    with np.errstate(divide="ignore"):
+        block_lufs = -0.691 + 10.0 * np.log10(power)
+    gated = block_lufs >= ABS_GATE_LUFS
+    if not gated.any():
+        return float("-inf")
+    rel = -0.691 + 10.0 * np.log10(power[gated].mean()) + REL_GATE_LU
+    gated &= block_lufs > rel
+    if not gated.any():
+        return float("-inf")
+    return float(-0.691 + 10.0 * np.log10(power[gated].mean()))
+
+
+def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, block: int = 4096) -> float:
+    """Maximum absolute value after `oversample`x polyphase upsampling, in dBTP.
+
+    Only blocks whose sample peak lies within TRUE_PEAK_SEARCH_DB of the overall sample peak are
+    oversampled (an inter-sample peak more than 6 dB above its neighbouring samples needs
+    pathological, near-Nyquist signals), which keeps this fast and memory-light on long renders."""
+    from scipy.signal import resample_poly  # noqa: PLC0415
+
+    audio = _as_2d(audio)
+    n = len(audio)
+    if n == 0:
+        return float("-inf")
+    mag = _sample_magnitude(audio)
+    sample_peak = float(mag.max())
+    if sample_peak <= 0:
+        return float("-inf")
+    n_blocks = -(-n // block)
+    block_peak = np.pad(mag, (0, n_blocks * block - n)).reshape(n_blocks, block).max(axis=1)
+    candidates = np.flatnonzero(block_peak >= sample_peak * 10.0 ** (-TRUE_PEAK_SEARCH_DB / 20.0))
+    pad = 256  # filter context on each side of a block
+    peak = sample_peak
+    run_start = None
+    for i, b in enumerate(candidates):  # merge consecutive candidate blocks into one call
+        if run_start is None:
+            run_start = b
+        if i + 1 < len(candidates) and candidates[i + 1] == b + 1:
+            continue
+        s0, s1 = run_start * block, min(n, (b + 1) * block)
+        lo, hi = max(0, s0 - pad), min(n, s1 + pad)
+        up = resample_poly(_float64(audio, lo, hi), oversample, 1, axis=0)
+        peak = max(peak, float(np.abs(up[(s0 - lo) * oversample:(s1 - lo) * oversample]).max(initial=0.0)))
+        run_start = None
+    return 20.0 * np.log10(peak)
+
+
+# ------------------------------------------------------------------------------- processing
+
+
+def _fade_curve(n: int) -> np.ndarray:
+    return (np.sin(0.5 * np.pi * (np.arange(n, dtype=np.float64) + 0.5) / n) ** 2).astype(np.float32)
+
+
+def _apply_fades(audio: np.ndarray, fade_in_s: float, fade_out_s: float) -> None:
+    n = len(audio)
+    limit = int(n * MIN_FADE_FRACTION)
+    n_in = min(int(round(max(fade_in_s, 0.0) * SAMPLE_RATE)), limit)
+    n_out = min(int(round(max(fade_out_s, 0.0) * SAMPLE_RATE)), limit)
+    if n_in > 0:
+        audio[:n_in] *= _fade_curve(n_in)[:, None]
+    if n_out > 0:
+        audio[n - n_out:] *= _fade_curve(n_out)[::-1, None]
+
+
+def _limit(audio: np.ndarray, ceiling_lin: float) -> np.ndarray:
+    """Look-ahead peak limiter, in place on float audio: the gain never lets |sample| exceed
+    `ceiling_lin`; ramps over 5 ms, holds 50 ms. Returns `audio`; unchanged below the ceiling.
+
+    Gain at i = min(need) over [i - hold, i + look] (a centred minimum, shifted right), so a dip
+    starts `look` samples before a peak and lasts `hold` after it; a centred moving average of
+    radius look // 2 then ramps it smoothly and still keeps gain[i] <= need[i]. Computed in chunks
+    with enough context that the result equals the whole-array computation."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d  # noqa: PLC0415
+
+    n = len(audio)
+    look = max(1, int(LIMITER_LOOKAHEAD_S * SAMPLE_RATE))
+    hold = max(look, int(LIMITER_HOLD_S * SAMPLE_RATE))
+    half = (hold + look + 1) // 2
+    shift = (hold - look) // 2
+    radius = look // 2
+    margin = half + shift + radius + 1
+    gain = np.ones(n, dtype=np.float32)
+    limited = False
+    for lo in range(0, n, CHUNK):  # gains from the untouched signal first, then apply
+        hi = min(n, lo + CHUNK)
+        a, b = max(0, lo - margin), min(n, hi + margin)
+        need = _sample_magnitude(audio[a:b])
+        if need.max(initial=0.0) <= ceiling_lin:
+            continue
+        limited = True
+        np.maximum(need, 1e-12, out=need)
+        np.divide(np.float32(ceiling_lin), need, out=need)
+        np.minimum(need, 1.0, out=need)
+        g = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
+        if shift:
+            g[shift:] = g[:-shift].copy()
+            g[:shift] = g[shift]
+        g = uniform_filter1d(g, size=2 * radius + 1, mode="nearest")
+        np.minimum(g, need, out=g)  # exact guarantee after float rounding
+        gain[lo:hi] = g[lo - a:hi - a]
+    if limited:
+        for lo in range(0, n, CHUNK):
+            audio[lo:lo + CHUNK] *= gain[lo:lo + CHUNK, None]
+    return audio
+
+
+def _to_pcm16(audio: np.ndarray) -> np.ndarray:
+    pcm = np.empty(audio.shape, dtype=np.int16)
+    for lo in range(0, len(audio), CHUNK):
+        seg = audio[lo:lo + CHUNK] * np.float32(PCM16_SCALE)
+        np.round(seg, out=seg)
+        np.clip(seg, -32768, 32767, out=seg)
+        pcm[lo:lo + CHUNK] = seg
+    return pcm
+
+
+def _normalise(audio: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> tuple[np.ndarray, dict]:
+    """Gain to `target_lufs`, limiting only when needed; returns 16-bit PCM and what was done."""
+    lufs = integrated_loudness(audio)
+    info = {"raw_lufs": lufs if np.isfinite(lufs) else None, "limited": False}
+    if not np.isfinite(lufs):
+        return _to_pcm16(audio), info
+    ceiling_lin = 10.0 ** ((ceiling_dbtp - SAMPLE_PEAK_MARGIN_DB) / 20.0)
+    out = audio  # processed in place: a 10-minute render is 200 MB of float32
+    out *= np.float32(10.0 ** ((target_lufs - lufs) / 20.0))
+    # Limiting lowers the loudness a little: top the gain up and limit again, ending on a limit.
+    for _ in range(LIMITER_PASSES):
+        if true_peak_dbtp(out) <= ceiling_dbtp:
+            break
+        info["limited"] = True
+        out = _limit(out, ceiling_lin)
+        shortfall = target_lufs - integrated_loudness(out)
+        if shortfall < LOUDNESS_TOLERANCE_LU:
+            break
+        out *= np.float32(10.0 ** (shortfall / 20.0))
+    else:
+        if info["limited"]:
+            out = _limit(out, ceiling_lin)  # the passes ran out on a top-up: end on a limit
+    pcm = _to_pcm16(out)
+    for _ in range(10):  # the guarantee: true peak of the written samples <= ceiling
+        tp = true_peak_dbtp(pcm)
+        if tp <= ceiling_dbtp:
+            break
+        out *= np.float32(10.0 ** ((ceiling_dbtp - tp - 0.05) / 20.0))
+        pcm = _to_pcm16(out)
+    info["true_peak_dbtp"] = tp
+    return pcm, info
+
+
+def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions = RenderOptions()) -> dict:
+    """Render `midi_path` to a stereo 16-bit WAV of exactly `duration_s` seconds at SAMPLE_RATE.
+
+    Returns {"lufs", "true_peak_dbtp", "duration_s", "soundfont", "sample_rate", "limited",
+    "raw_lufs", "render_s"}; "lufs" is None when the MIDI makes no sound.
+    """
+    from scipy.io import wavfile  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    midi_path = Path(midi_path)
+    if not midi_path.is_file():
+        raise InputError(f"{midi_path}: MIDI file not found; run the score stage first")
+    if not (duration_s > 0 and np.isfinite(duration_s)):
+        raise BgmgenError(f"{midi_path}: cannot render a duration of {duration_s!r} s; the video duration is unknown")
+    soundfont = find_soundfont(options.soundfont)
+    n_samples = max(1, int(round(duration_s * SAMPLE_RATE)))
+    audio = _synthesize(midi_path, soundfont, n_samples, options.reverb)
+    _apply_fades(audio, options.fade_in_s, options.fade_out_s)
+    pcm, info = _normalise(audio, options.target_lufs, options.true_peak_dbtp)
+    del audio
+    lufs = integrated_loudness(pcm)
+    tp = info["true_peak_dbtp"] if "true_peak_dbtp" in info else true_peak_dbtp(pcm)
+    with atomic_path(wav_path) as tmp:
+        wavfile.write(tmp, SAMPLE_RATE, pcm)
+    return {
+        "lufs": round(float(lufs), 2) if np.isfinite(lufs) else None,
+        "true_peak_dbtp": round(float(tp), 2) if np.isfinite(tp) else None,
+        "duration_s": len(pcm) / SAMPLE_RATE,
+        "n_samples": int(len(pcm)),
+        "sample_rate": SAMPLE_RATE,
+        "channels": N_CHANNELS,
+        "soundfont": str(soundfont),
+        "raw_lufs": round(info["raw_lufs"], 2) if info["raw_lufs"] is not None else None,
+        "limited": info["limited"],
+        "render_s": round(time.perf_counter() - t0, 3),
+    }
+
+
+def libfluidsynth_version() -> str | None:
+    try:
+        import ctypes
+
+        import fluidsynth  # noqa: F401  (pyfluidsynth loads the library)
+
+        lib = getattr(fluidsynth, "_fl", None)
+        if lib is None:
+            return None
+        a, b, c = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        lib.fluid_version(ctypes.byref(a), ctypes.byref(b), ctypes.byref(c))
+        return f"{a.value}.{b.value}.{c.value}"
+    except Exception:
+        return None

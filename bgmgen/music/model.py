@@ -1,0 +1,256 @@
+"""The denoiser: a time-axis transformer over 2x128x128 piano rolls with segment-aware cross-attention.
+
+Why not Diff-BGM's 2-D UNet: it costs ~90 GFLOP per forward (20 minutes per 8 bars with its
+sampler on this CPU). Here each of the 128 sixteenth steps is one token carrying its 2x128
+onset/sustain values, so a forward is ~1.5 GFLOP and a guided 50-step window takes well under
+a second on two cores.
+
+Block (x L):  adaLN(t) -> self-attention over the 128 steps
+              LN       -> cross-attention to the 32 beat tokens (SAC-Att mask + distance bias)
+              adaLN(t) -> feed-forward
+SAC-Att: music step i (beat i//4) may attend to condition token j only when beat j lies in the
+same segment as beat i (phrases in training, shots at inference) or within `mask_context_beats`
+of it. A learned per-head distance penalty -softplus(a_h)*|beat_i - j| lets some heads look
+locally (density, accents) and others across the segment (harmony, phrase position).
+Feature selector: the condition tokens are g_sem(t)*E_sem + g_dyn(t)*E_dyn. "hard" is Diff-BGM's
+switch (semantic tokens while t > threshold, dynamic tokens after); "soft" learns the two gates
+from the noise level; "none" is plain conditioning (both gates 1).
+The network predicts logits of the clean binary roll (x0), trained with binary cross-entropy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bgmgen.core.constants import BEATS_PER_WINDOW, N_PITCHES, ROLL_CHANNELS, STEPS_PER_BEAT, WINDOW_STEPS
+from bgmgen.music.controls import DYNAMIC_GROUPS, LAYOUTS, SEMANTIC_GROUPS
+from bgmgen.music.tokens import ACC_KEYS, MEL_HOLD, N_ACC_STATES, N_MELODY_TOKENS
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    ff_mult: int = 4
+    segment_mask: bool = True  # SAC-Att; False = every step sees all 32 beat tokens
+    mask_context_beats: int = 1  # a step also sees tokens this many beats outside its segment
+    selector: str = "soft"  # "soft" | "hard" | "none"
+    selector_threshold: float = 0.2  # hard selector: dynamic tokens when t <= threshold (t in [0, 1])
+    controls_layout: int = 1  # controls.LAYOUTS key: 1 = the v1 model's 62 values, 2 adds the groove
+    architecture: str = "roll"  # "roll" (v1, v2) | "melody-accompaniment" (v3)
+    pitch_channels: int = 8  # v3: features per key in the pitch-axis stem and head
+    pitch_kernel: int = 13  # v3: width (semitones) of the pitch-axis convolutions
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1] (scaled to 0..1000 like discrete diffusion steps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (t.float() * 1000.0)[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, D = x.shape
+        M = ctx.shape[1]
+        h = self.n_heads
+        q = self.q(x).view(B, N, h, D // h).transpose(1, 2)  # (B, h, N, dh)
+        k, v = self.kv(ctx).view(B, M, 2, h, D // h).permute(2, 0, 3, 1, 4)  # (B, h, M, dh) each
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # bias: (B, h, N, M) additive
+        return self.out(y.transpose(1, 2).reshape(B, N, D))
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, n_heads: int, ff_mult: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False)
+        self.self_attn = Attention(d, n_heads)
+        self.norm2 = nn.LayerNorm(d)
+        self.cross_attn = Attention(d, n_heads)
+        self.norm3 = nn.LayerNorm(d, elementwise_affine=False)
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(approximate="tanh"), nn.Linear(ff_mult * d, d))
+        self.ada = nn.Linear(d, 6 * d)  # shift, scale, gate for self-attention and feed-forward
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x, temb, cond, cross_bias):
+        s1, c1, g1, s2, c2, g2 = self.ada(temb).chunk(6, dim=-1)
+        h = modulate(self.norm1(x), s1, c1)
+        x = x + g1[:, None] * self.self_attn(h, h)
+        x = x + self.cross_attn(self.norm2(x), cond, cross_bias)
+        x = x + g2[:, None] * self.ff(modulate(self.norm3(x), s2, c2))
+        return x
+
+
+class ConditionedTransformer(nn.Module):
+    """The trunk both denoisers share: noise-level embedding, feature selector, condition tokens,
+    SAC-Att bias and the blocks. Subclasses add the roll stem and head."""
+
+    def __init__(self, config: DenoiserConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.pos = nn.Parameter(torch.randn(WINDOW_STEPS, d) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.layout = LAYOUTS[config.controls_layout]
+        self.sem_cols = self.layout.columns(SEMANTIC_GROUPS)
+        self.dyn_cols = self.layout.columns(DYNAMIC_GROUPS)
+        self.sem_embed = nn.Sequential(nn.Linear(len(self.sem_cols), d), nn.SiLU(), nn.Linear(d, d))
+        self.dyn_embed = nn.Sequential(nn.Linear(len(self.dyn_cols), d), nn.SiLU(), nn.Linear(d, d))
+        self.beat_pos = nn.Parameter(torch.randn(BEATS_PER_WINDOW, d) * 0.02)
+        self.gate = nn.Linear(d, 2)  # soft selector: (semantic, dynamic) gates from the noise level
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, 3.0)  # start near plain conditioning (sigmoid(3) = 0.95)
+        self.cond_norm = nn.LayerNorm(d)
+        self.distance_slope = nn.Parameter(torch.linspace(-2.0, 1.0, config.n_heads))  # softplus -> 0.13..1.3
+        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.ff_mult) for _ in range(config.n_layers))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False)
+        self.ada_out = nn.Linear(d, 2 * d)
+        nn.init.zeros_(self.ada_out.weight)
+        nn.init.zeros_(self.ada_out.bias)
+
+    def selector_gates(self, t: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """(B, 2) weights of the semantic and dynamic tokens at noise level t."""
+        mode = self.config.selector
+        if mode == "none":
+            return torch.ones(t.shape[0], 2, device=t.device)
+        if mode == "hard":
+            late = (t <= self.config.selector_threshold).float()
+            return torch.stack([1 - late, late], dim=-1)
+        return torch.sigmoid(self.gate(temb))
+
+    def cross_bias(self, segments: torch.Tensor) -> torch.Tensor:
+        """Additive attention bias (B, heads, 128, 32): SAC-Att mask plus learned distance penalty."""
+        B = segments.shape[0]
+        dev = segments.device
+        step_beat = torch.arange(WINDOW_STEPS, device=dev) // STEPS_PER_BEAT  # (128,)
+        beats = torch.arange(BEATS_PER_WINDOW, device=dev)
+        # distance from the centre of step i (in beats) to token j
+        dist = ((torch.arange(WINDOW_STEPS, device=dev) + 0.5) / STEPS_PER_BEAT - 0.5)[:, None] - beats[None]
+        bias = -F.softplus(self.distance_slope)[:, None, None] * dist.abs()[None]  # (h, 128, 32)
+        bias = bias[None].expand(B, -1, -1, -1)
+        if self.config.segment_mask:
+            seg_of_step = segments[:, step_beat]  # (B, 128)
+            same = seg_of_step[:, :, None] == segments[:, None, :]  # (B, 128, 32)
+            near = (step_beat[:, None] - beats[None]).abs() <= self.config.mask_context_beats
+            allowed = same | near[None]
+            bias = bias.masked_fill(~allowed[:, None], float("-inf"))
+        return bias
+
+    def trunk(self, h: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        """h: (B, 128, d) embedded roll; t: (B,) noise level in [0, 1]; cond: (B, 32, layout.dim);
+        segments: (B, 32). Returns (B, 128, d) features, normalised and modulated for a head."""
+        temb = self.time_mlp(timestep_embedding(t, self.config.d_model))  # (B, d)
+        gates = self.selector_gates(t, temb)  # (B, 2)
+        tokens = (gates[:, 0, None, None] * self.sem_embed(cond[..., self.sem_cols])
+                  + gates[:, 1, None, None] * self.dyn_embed(cond[..., self.dyn_cols]))
+        tokens = self.cond_norm(tokens + self.beat_pos)  # (B, 32, d)
+        bias = self.cross_bias(segments)
+        temb = F.silu(temb)
+        h = h + self.pos
+        for block in self.blocks:
+            h = block(h, temb, tokens, bias)
+        shift, scale = self.ada_out(temb).chunk(2, dim=-1)
+        return modulate(self.norm_out(h), shift, scale)
+
+
+class Denoiser(ConditionedTransformer):
+    """v1/v2: Gaussian diffusion over the merged 2x128x128 onset/sustain roll (x0 logits)."""
+
+    architecture = "roll"
+
+    def __init__(self, config: DenoiserConfig = DenoiserConfig()):
+        super().__init__(config)
+        d = config.d_model
+        self.in_proj = nn.Linear(ROLL_CHANNELS * N_PITCHES, d)
+        self.out_proj = nn.Linear(d, ROLL_CHANNELS * N_PITCHES)
+        nn.init.zeros_(self.out_proj.weight)
+        nn.init.constant_(self.out_proj.bias, -4.0)  # rolls are sparse: start at p(note) ~ 2 %
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        """x: (B, 2, 128, 128) noisy roll; t: (B,) in [0, 1]; cond: (B, 32, layout.dim);
+        segments: (B, 32) segment id per beat. Returns x0 logits (B, 2, 128, 128)."""
+        B = x.shape[0]
+        h = self.in_proj(x.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, -1))  # (B, 128, d)
+        out = self.out_proj(self.trunk(h, t, cond, segments))  # (B, 128, 256)
+        return out.view(B, WINDOW_STEPS, ROLL_CHANNELS, N_PITCHES).permute(0, 2, 1, 3)
+
+
+class MelodyAccompanimentDenoiser(ConditionedTransformer):
+    """v3: masked (absorbing-state) diffusion over a melody token per step and a rest/onset/sustain
+    state per step and key (bgmgen.music.tokens), in a common key.
+
+    Stem: the accompaniment states (plus MASK) one-hot, a convolution along the pitch axis
+    (kernel `pitch_kernel` semitones, shared by every key, so an interval or chord shape is one
+    pattern wherever it sits), flattened per step into the step's token, added to the melody
+    token's embedding. Head: the reverse, a per-step projection to `pitch_channels` x 88 features
+    and a pitch-axis convolution to the 3 state logits, and a linear layer to the melody logits.
+    """
+
+    architecture = "melody-accompaniment"
+
+    def __init__(self, config: DenoiserConfig):
+        super().__init__(config)
+        d, c, k = config.d_model, config.pitch_channels, config.pitch_kernel
+        self.mel_embed = nn.Embedding(N_MELODY_TOKENS + 1, d)  # + MASK
+        self.acc_conv_in = nn.Conv2d(N_ACC_STATES + 1, c, (1, k), padding=(0, k // 2))  # + MASK
+        self.acc_in = nn.Linear(c * ACC_KEYS, d)
+        self.acc_out = nn.Linear(d, c * ACC_KEYS)
+        self.acc_conv_out = nn.Conv2d(c, N_ACC_STATES, (1, k), padding=(0, k // 2))
+        self.mel_out = nn.Linear(d, N_MELODY_TOKENS)
+        nn.init.zeros_(self.mel_out.weight)
+        nn.init.zeros_(self.acc_conv_out.weight)
+        with torch.no_grad():  # start at the data's priors: most cells rest, many melody steps held
+            self.acc_conv_out.bias.copy_(torch.tensor([3.0, -1.0, 0.0]))
+            self.mel_out.bias.zero_()
+            self.mel_out.bias[MEL_HOLD] = 1.5
+
+    def forward(self, melody: torch.Tensor, acc: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """melody: (B, 128) tokens, N_MELODY_TOKENS = MASK; acc: (B, 128, 88) states, N_ACC_STATES =
+        MASK; t: (B,) share of masked positions; cond, segments as in Denoiser.
+        Returns logits: melody (B, 128, N_MELODY_TOKENS), accompaniment (B, 128, 88, 3)."""
+        B = melody.shape[0]
+        c = self.config.pitch_channels
+        onehot = F.one_hot(acc, N_ACC_STATES + 1).permute(0, 3, 1, 2).to(self.acc_conv_in.weight.dtype)  # (B, 4, 128, 88)
+        a = F.gelu(self.acc_conv_in(onehot))  # (B, c, 128, 88)
+        h = self.acc_in(a.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, c * ACC_KEYS)) + self.mel_embed(melody)
+        h = self.trunk(h, t, cond, segments)  # (B, 128, d)
+        a = F.gelu(self.acc_out(h)).view(B, WINDOW_STEPS, c, ACC_KEYS).permute(0, 2, 1, 3)  # (B, c, 128, 88)
+        acc_logits = self.acc_conv_out(a).permute(0, 2, 3, 1)  # (B, 128, 88, 3)
+        return self.mel_out(h), acc_logits
+
+
+def build_denoiser(config: DenoiserConfig) -> ConditionedTransformer:
+    """The denoiser class a config names."""
+    if config.architecture == MelodyAccompanimentDenoiser.architecture:
+        return MelodyAccompanimentDenoiser(config)
+    if config.architecture == Denoiser.architecture:
+        return Denoiser(config)
+    raise ValueError(f"unknown denoiser architecture {config.architecture!r}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
