@@ -1,255 +1,382 @@
-"""The `bgmgen` command line: argument parsing and error reporting, nothing heavy.
+"""The `bgmgen` command line (typer): parsing and error reporting, nothing heavy.
 
-Every heavy package (torch, decord, transformers, open_clip, matplotlib, pretty_midi, fluidsynth,
-even rich) is imported inside the command functions, after the arguments were parsed, so that
-`bgmgen --help` and argument errors answer at once.
+Each command's options are typed parameters of its function, declared once, that build the frozen dataclass the
+library takes (ScoreOptions, DoctorOptions, TrainOptions, SampleOptions), with that dataclass's defaults. Heavy
+packages are imported in the command functions, after parsing; lists owned by other modules are read when a value
+is checked, completed or shown in a help (LATE). Errors: `bgmgen: error: <one line>`, exit 2 for usage errors,
+BgmgenError's exit_code, 3 for a missing package, 130 for Ctrl-C, 1 for a bug (--debug adds the traceback).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import inspect
 import os
 import sys
 import traceback
+from typing import Annotated, Literal
+
+import typer
+from typer.core import TyperCommand, TyperGroup
 
 from bgmgen import __version__
-from bgmgen.core.constants import MAX_BPM, MIN_BPM  # plain numbers: importing them costs nothing
-from bgmgen.core.errors import BgmgenError, InputError
+from bgmgen.app.options import DoctorOptions, ScoreOptions  # plain dataclasses: cheap
+from bgmgen.cli_values import (
+    _count,
+    _path,
+    beat_offset,
+    bpm,
+    choice_option,
+    guidance_scale,
+    late,
+    learning_rate,
+    seed_number,
+    temperature_value,
+)
+from bgmgen.core.errors import BgmgenError, InputError, one_line
 
-MIX_MODES = ("replace", "keep", "duck")
-TRAIN_VARIANTS = ("full", "no-mask", "no-selector")
-DEVICES = ("cpu", "cuda")
+EXIT_USAGE, EXIT_MISSING_PACKAGE, EXIT_INTERRUPTED = 2, 3, 130
 
-EXIT_INTERRUPTED = 130
+Device = Literal["cpu", "cuda"]
+_DEBUG = "bgmgen.debug"  # ctx.meta key: --debug given before or after the command
 
 
-def _number(kind: type, lo: float, hi: float | None, what: str):
-    """An argparse type: `kind` (int or float) within lo..hi (hi None: no upper bound), named `what`
-    in the error message."""
-    noun = "a whole number" if kind is int else "a number"
-    fmt = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
+# -- command classes: late help, one error report ------------------------------------------------
 
-    def parse(text: str):
+class _LateNames(dict):
+    """`str.format_map` mapping for help texts: {VARIANTS} -> "full, no-mask, ..."."""
+
+    def __missing__(self, key: str) -> str:
+        return ", ".join(str(c) for c in late(key))
+
+
+class Command(TyperCommand):
+    """A command whose help is completed when it is printed: `{NAME}` in an option's help becomes LATE[NAME],
+    and options left at None show the default of the same-named argument of `options` (a dataclass or a
+    function the command passes them to)."""
+
+    options: str | None = None  # a LATE name
+
+    def format_help(self, ctx, formatter):
+        defaults = inspect.signature(late(self.options)).parameters if self.options else {}
+        for param in self.params:
+            if param.help and "{" in param.help:
+                param.help = param.help.format_map(_LateNames())
+            default = defaults[param.name].default if param.name in defaults else None
+            if param.default is None and default not in (None, inspect.Parameter.empty) and not param.required:
+                param.default = default  # for the help only: the process exits after printing it
+        return super().format_help(ctx, formatter)
+
+
+def _command_for(options: str) -> type[Command]:
+    return type(f"{options}Command", (Command,), {"options": options})
+
+
+class Group(TyperGroup):
+    """The `bgmgen` group: a command's failure becomes one line and its exit code, here rather than in main()
+    so that typer sees the exit code and Ctrl-C keeps its message."""
+
+    def invoke(self, ctx):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun} ({what}), got {text!r}") from None
-        if not (lo <= value and (hi is None or value <= hi)):
-            bounds = f"at least {fmt(lo)}" if hi is None else f"between {fmt(lo)} and {fmt(hi)}"
-            raise argparse.ArgumentTypeError(f"{what} must be {bounds}, got {fmt(value)}")
-        return value
-
-    parse.__name__ = what  # argparse names the type in its own messages
-    return parse
+            code = super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # --help, usage errors: main()
+            raise
+        except (KeyboardInterrupt, Exception) as err:  # noqa: BLE001 - every failure is one line
+            raise typer.Exit(report_failure(err, debug=bool(ctx.meta.get(_DEBUG)))) from None
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            raise typer.Exit(code)
+        return code
 
 
-_bpm = _number(float, MIN_BPM, MAX_BPM, "the tempo in BPM")
-_positive_int = _number(int, 1, None, "a count")
-_seed = _number(int, 0, 2**32 - 1, "the seed")
-_guidance = _number(float, 0.0, 20.0, "the guidance scale")
-_learning_rate = _number(float, 1e-7, 1.0, "the learning rate")
+def report_failure(err: BaseException, debug: bool) -> int:
+    """Print `err` on one line (and its traceback with --debug); its exit code."""
+    if isinstance(err, BrokenPipeError):
+        return 1
+    if debug:
+        traceback.print_exception(err)
+    if isinstance(err, KeyboardInterrupt):
+        print("bgmgen: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(err, BgmgenError):
+        print(f"bgmgen: error: {one_line(err)}", file=sys.stderr)
+        return int(err.exit_code)
+    if isinstance(err, ImportError):
+        name = err.name or ""
+        msg = (f"this build of bgmgen lacks {name} ({one_line(err)}); reinstall the project"
+               if name.startswith("bgmgen") else
+               f"a Python package is missing: {one_line(err)}; run scripts/bootstrap or pip install -e .")
+        print(f"bgmgen: error: {msg}", file=sys.stderr)
+        return EXIT_MISSING_PACKAGE
+    if not debug:  # a bug: still one line unless --debug
+        print(f"bgmgen: error: internal error: {type(err).__name__}: {one_line(err)} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+    return 1
 
 
-def _mood(text: str) -> str:
-    from bgmgen.video.moods import MOODS
+# -- the app and the options several commands share ----------------------------------------------
 
-    name = text.strip().lower()
-    if name not in MOODS:
-        raise argparse.ArgumentTypeError(
-            f"unknown mood {text!r}; choose one of {', '.join(MOODS)}")
-    return name
-
-
-def _common(p: argparse.ArgumentParser, *, quiet: bool = True) -> None:
-    # SUPPRESS so that a --debug given before the subcommand is not reset by the subparser.
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the full traceback when something fails")
-    if quiet:
-        p.add_argument("--quiet", action="store_true", default=False,
-                       help="print nothing but errors (for scripts)")
+app = typer.Typer(
+    name="bgmgen", cls=Group, invoke_without_command=True, pretty_exceptions_enable=False,
+    help="Original piano background music for a video (a CPU-friendly Diff-BGM).",
+    epilog="Run `bgmgen COMMAND --help` for the options of one command.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from bgmgen.video.moods import MOODS
-
-    parser = argparse.ArgumentParser(
-        prog="bgmgen",
-        description="Original piano background music for a video (a CPU-friendly Diff-BGM).",
-        epilog="Run `bgmgen COMMAND --help` for the options of one command.",
-    )
-    parser.add_argument("--version", action="version", version=f"bgmgen {__version__}")
-    parser.add_argument("--debug", action="store_true", default=False,
-                        help="show the full traceback when something fails")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    # -- score ---------------------------------------------------------------------------------
-    p = sub.add_parser(
-        "score", help="write piano music for videos and mux it in",
-        description="Score videos: for each video X write X.mid, X.wav, X.mp4, run.json and "
-                    "report.png into DIR/X/ (with --out) or X.bgm/ beside the input.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files and/or folders of videos")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: X.bgm/ beside each input)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed of the music model (default 0)")
-    p.add_argument("--mix", choices=MIX_MODES, default=None,
-                   help="replace the original sound, keep it under the music, or duck the music "
-                        "while the original has sound (default: replace when the input has no "
-                        "audible sound, duck otherwise)")
-    p.add_argument("--tempo", type=_bpm, default=None, metavar="BPM",
-                   help="force the tempo (default: fitted to the video length and its cuts)")
-    p.add_argument("--mood", type=_mood, default=None, metavar="NAME",
-                   help=f"force the mood, one of {', '.join(MOODS)} (default: from the picture)")
-    p.add_argument("--device", choices=DEVICES, default="cpu", help="torch device (default cpu)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the analysis cache")
-    p.add_argument("--cache-dir", metavar="DIR", help="analysis cache folder (default: user cache)")
-    p.add_argument("--force", action="store_true", help="score again even when outputs are up to date")
-    p.add_argument("--clip-weights", metavar="PATH", help="open_clip ViT-B-32 weights file")
-    p.add_argument("--blip-weights", metavar="PATH", help="BLIP captioning model folder")
-    p.add_argument("--require-semantic", action="store_true",
-                   help="fail instead of falling back when CLIP or BLIP weights are missing")
-    p.add_argument("--model", metavar="PATH", help="music model (default: the one in models/)")
-    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
-                   help="diffusion sampling steps (default: the model's)")
-    p.add_argument("--guidance", type=_guidance, default=None, metavar="G",
-                   help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--loose-groove", action="store_true",
-                   help="let the music place onsets off the plan's groove (default: the groove is imposed)")
-    p.add_argument("--soundfont", metavar="PATH", help="SoundFont (.sf2/.sf3) used to render")
-    _common(p)
-    p.set_defaults(func=cmd_score)
-
-    # -- train ---------------------------------------------------------------------------------
-    p = sub.add_parser("train", help="train the music model on POP909",
-                       description="Train the diffusion music model on POP909 (CPU or GPU).")
-    p.add_argument("--data", required=True, metavar="DIR", help="POP909 folder")
-    p.add_argument("--structure", required=True, metavar="DIR", help="POP909 structure labels folder")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="checkpoints and logs (default: the trainer's, runs/full)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
-                   help="optimiser steps (default: the trainer's)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--variant", choices=TRAIN_VARIANTS, default="full",
-                   help="full model or an ablation (no segment mask / no feature selector)")
-    p.add_argument("--controls-layout", type=int, choices=(1, 2), default=None,
-                   help="controls layout of a new model: 2 (default) has the groove, 1 is v1's")
-    p.add_argument("--stop-after", type=_positive_int, default=None, metavar="N",
-                   help="stop at step N while the lr schedule still spans --steps (equal-budget comparisons)")
-    p.add_argument("--init-from", metavar="PATH",
-                   help="start from this model file (new control columns start at zero); fresh optimiser")
-    p.add_argument("--lr", type=_learning_rate, default=None, metavar="LR", help="peak learning rate (default 5e-4)")
-    p.add_argument("--warmup", type=_positive_int, default=None, metavar="N", help="warm-up steps (default 300)")
-    p.add_argument("--architecture", choices=("melody-accompaniment", "roll"), default=None,
-                   help="melody-accompaniment (v3, default: masked diffusion over melody tokens and "
-                        "accompaniment states) or roll (v1/v2: Gaussian diffusion over the merged roll)")
-    p.add_argument("--n-layers", type=_positive_int, default=None, metavar="N", help="transformer blocks (default 6)")
-    p.add_argument("--d-model", type=_positive_int, default=None, metavar="N", help="width (default 256)")
-    p.add_argument("--bf16", action="store_true", default=None,
-                   help="bf16 autocast (fast on CPUs with AVX-512 BF16; check lscpu)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="torch threads")
-    _common(p)
-    p.set_defaults(func=cmd_train)
-
-    # -- sample --------------------------------------------------------------------------------
-    p = sub.add_parser("sample", help="generate whole POP909 songs from their own controls",
-                       description="For each POP909 song, write DIR/<id>.mid generated from that "
-                                   "song's controls at its own tempo (the evaluation path).")
-    p.add_argument("--data", required=True, metavar="DIR", help="POP909 folder")
-    p.add_argument("--structure", required=True, metavar="DIR", help="POP909 structure labels folder")
-    p.add_argument("--songs", default="test", help="'test' or song ids such as 001,002 (default test)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--model", metavar="PATH", help="music model (default: the one in models/)")
-    p.add_argument("--steps", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--guidance", type=_guidance, default=None, metavar="G")
-    p.add_argument("--loose-groove", action="store_true",
-                   help="the song's groove only conditions the model (its own rhythm); default: imposed")
-    p.add_argument("--device", choices=DEVICES, default="cpu")
-    _common(p)
-    p.set_defaults(func=cmd_sample)
-
-    # -- eval ----------------------------------------------------------------------------------
-    p = sub.add_parser(
-        "eval", help="music metrics against POP909, or checks of scored videos",
-        description="`bgmgen eval GENERATED_DIR --data DIR` compares generated <id>.mid files with "
-                    "the POP909 songs; `bgmgen eval --videos DIR` checks `bgmgen score` outputs.")
-    p.add_argument("generated", nargs="?", metavar="GENERATED_DIR", help="folder of <id>.mid files")
-    p.add_argument("--data", metavar="DIR", help="POP909 folder")
-    p.add_argument("--structure", metavar="DIR", help="POP909 structure labels folder")
-    p.add_argument("--songs", default="test", help="'test' or song ids such as 001,002 (default test)")
-    p.add_argument("--json", metavar="FILE", help="write per-song values and a summary as JSON")
-    p.add_argument("--videos", metavar="DIR", help="folder of `bgmgen score` outputs")
-    _common(p)
-    p.set_defaults(func=cmd_eval)
-
-    # -- doctor --------------------------------------------------------------------------------
-    p = sub.add_parser("doctor", help="check ffmpeg, FluidSynth, the SoundFont and every model",
-                       description="Check what the default offline path needs and where each "
-                                   "model's weights would come from.")
-    p.add_argument("--clip-weights", metavar="PATH")
-    p.add_argument("--blip-weights", metavar="PATH")
-    p.add_argument("--model", metavar="PATH")
-    p.add_argument("--soundfont", metavar="PATH")
-    p.add_argument("--cache-dir", metavar="DIR")
-    p.add_argument("--device", choices=DEVICES, default="cpu")
-    _common(p, quiet=False)
-    p.set_defaults(func=cmd_doctor)
-    return parser
+def _note_debug(ctx: typer.Context, value: bool) -> bool:
+    ctx.meta[_DEBUG] = ctx.meta.get(_DEBUG) or value
+    return value
 
 
-# -- command functions (heavy imports live here) -----------------------------------------------
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"bgmgen {__version__}")
+        raise typer.Exit()
 
-def cmd_score(args: argparse.Namespace) -> int:
+
+Debug = Annotated[bool, typer.Option("--debug", callback=_note_debug,
+                                     help="show the full traceback when something fails")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="print nothing but errors (for scripts)")]
+TorchDevice = Annotated[Device | None, typer.Option(help="torch device")]
+Seed = Annotated[int | None, typer.Option(metavar="SEED", parser=seed_number, help="random seed of the music model")]
+Guidance = Annotated[float | None, typer.Option(metavar="G", parser=guidance_scale,
+                                                help="classifier-free guidance scale (default: the model's)")]
+Order = Annotated[str | None, choice_option(
+    "ORDERS", metavar="ORDER", help="v3 models: unmasking order, one of {ORDERS} (default: the sampler's)")]
+Temperature = Annotated[float | None, typer.Option(
+    metavar="T", parser=temperature_value,
+    help="v3 models: softmax temperature of the draws (default: the sampler's)")]
+PopData = Annotated[str, typer.Option("--data", metavar="DIR", help="POP909 folder")]
+PopStructure = Annotated[str, typer.Option("--structure", metavar="DIR", help="POP909 structure labels folder")]
+
+_SCORE, _DOCTOR = ScoreOptions(), DoctorOptions()
+
+
+@app.callback()
+def _bgmgen(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+    debug: Debug = False,
+) -> None:
+    if ctx.invoked_subcommand is None:  # `bgmgen` alone: the help, on stderr, exit 2
+        with contextlib.redirect_stdout(sys.stderr):
+            ctx.get_help()
+        raise typer.Exit(EXIT_USAGE)
+
+
+# -- score -----------------------------------------------------------------------------------------
+
+@app.command(cls=Command, short_help="write piano music for videos and mux it in")
+def score(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", help="video files and/or folders of videos")],
+    out: Annotated[str | None, _path("output folder (default: X.bgm/ beside each input)", "DIR", True)] = _SCORE.out,
+    seed: Seed = _SCORE.seed,
+    mix: Annotated[str | None, choice_option(
+        "MIX_MODES", metavar="MODE",
+        help="one of {MIX_MODES}: replace the original sound, keep it under the music, or duck the music while "
+             "the original has sound (default: replace when the input has no audible sound, duck otherwise)")
+    ] = _SCORE.mix,
+    tempo: Annotated[float | None, typer.Option(
+        metavar="BPM", parser=bpm, help="force the tempo (default: fitted to the video length and its cuts)")
+    ] = _SCORE.tempo,
+    mood: Annotated[str | None, choice_option(
+        "MOODS", fold_case=True, metavar="NAME", help="force the mood, one of {MOODS} (default: from the picture)")
+    ] = _SCORE.mood,
+    device: TorchDevice = _SCORE.device,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the analysis cache")
+                        ] = not _SCORE.use_cache,
+    cache_dir: Annotated[str | None, _path("analysis cache folder (default: user cache)", "DIR", True)
+                         ] = _SCORE.cache_dir,
+    force: Annotated[bool, typer.Option("--force", help="score again even when outputs are up to date")] = _SCORE.force,
+    clip_weights: Annotated[str | None, _path("open_clip ViT-B-32 weights file", absolute=True)] = _SCORE.clip_weights,
+    blip_weights: Annotated[str | None, _path("BLIP captioning model folder", absolute=True)] = _SCORE.blip_weights,
+    require_semantic: Annotated[bool, typer.Option(
+        "--require-semantic", help="fail instead of falling back when CLIP or BLIP weights are missing")
+    ] = _SCORE.require_semantic,
+    model: Annotated[str | None, _path("music model (default: the one in models/)", absolute=True)] = _SCORE.model,
+    steps: Annotated[int | None, _count("diffusion sampling steps (default: the model's)")] = _SCORE.steps,
+    guidance: Guidance = _SCORE.guidance,
+    loose_groove: Annotated[bool, typer.Option(
+        "--loose-groove", help="let the music place onsets off the plan's groove (default: the groove is imposed)")
+    ] = _SCORE.loose_groove,
+    order: Order = _SCORE.order,
+    temperature: Temperature = _SCORE.temperature,
+    soundfont: Annotated[str | None, _path("SoundFont (.sf2/.sf3) used to render", absolute=True)] = _SCORE.soundfont,
+    quiet: Quiet = _SCORE.quiet,
+    debug: Debug = _SCORE.debug,
+) -> int:
+    """Score videos: for each video X write X.mid, X.wav, X.mp4, run.json and report.png into DIR/X/ (with
+    --out) or X.bgm/ beside the input."""
+    options = ScoreOptions(
+        out=out, seed=seed, mix=mix, tempo=tempo, mood=mood, device=device, use_cache=not no_cache,
+        cache_dir=cache_dir, force=force, quiet=quiet, debug=bool(ctx.meta.get(_DEBUG)), clip_weights=clip_weights,
+        blip_weights=blip_weights, require_semantic=require_semantic, model=model, steps=steps, guidance=guidance,
+        loose_groove=loose_groove, order=order, temperature=temperature, soundfont=soundfont)
     from bgmgen.app.batch import score_many
     from bgmgen.app.console import make_console
-    from bgmgen.app.options import ScoreOptions
 
     _terminate_cleanly()
-    options = ScoreOptions.from_args(args)
-    return score_many(args.inputs, options, make_console(quiet=args.quiet), command=_command_line())
+    return score_many(inputs, options, make_console(quiet=quiet), command=["bgmgen", *sys.argv[1:]])
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    _require_dirs(args.data, args.structure)
-    if args.init_from and not os.path.isfile(args.init_from):
-        raise InputError(f"{args.init_from}: --init-from model file not found; give a .safetensors model")
-    from bgmgen.training.train import run_train
+# -- train -----------------------------------------------------------------------------------------
 
-    return _as_exit_code(run_train(args))
+@app.command(cls=_command_for("TrainOptions"), short_help="train the music model on POP909")
+def train(
+    data: PopData,
+    structure: PopStructure,
+    out: Annotated[str | None, _path("checkpoints and logs", "DIR")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
+    device: TorchDevice = None,
+    steps: Annotated[int | None, _count("optimiser steps")] = None,
+    batch_size: Annotated[int | None, _count("windows per step")] = None,
+    seed: Seed = None,
+    variant: Annotated[str | None, choice_option(
+        "VARIANTS", metavar="NAME", help="one of {VARIANTS}: the full model or an ablation (no segment mask / no "
+                                         "feature selector / Diff-BGM's hard selector)")] = None,
+    controls_layout: Annotated[int | None, choice_option(
+        "LAYOUTS", kind=int, metavar="N",
+        help="controls layout of a new model, one of {LAYOUTS}: 2 has the groove, 1 is v1's")] = None,
+    stop_after: Annotated[int | None, _count(
+        "stop at step N while the lr schedule still spans --steps (equal-budget comparisons)")] = None,
+    init_from: Annotated[str | None, _path(
+        "start from this model file (new control columns start at zero); fresh optimiser")] = None,
+    lr: Annotated[float | None, typer.Option(metavar="LR", parser=learning_rate, help="peak learning rate")] = None,
+    warmup: Annotated[int | None, _count("warm-up steps")] = None,
+    architecture: Annotated[str | None, choice_option(
+        "ARCHITECTURES", metavar="NAME",
+        help="one of {ARCHITECTURES}: melody-accompaniment (v3: masked diffusion over melody tokens and "
+             "accompaniment states) or roll (v1/v2: Gaussian diffusion over the merged roll)")] = None,
+    n_layers: Annotated[int | None, _count("transformer blocks")] = None,
+    d_model: Annotated[int | None, _count("width")] = None,
+    bf16: Annotated[bool | None, typer.Option(
+        "--bf16", help="bf16 autocast (fast on CPUs with AVX-512 BF16; check lscpu)")] = None,
+    threads: Annotated[int | None, _count("torch threads (default: torch's choice)")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> int:
+    """Train the diffusion music model on POP909 (CPU or GPU)."""
+    _require_dirs(data, structure)
+    if init_from and not os.path.isfile(init_from):
+        raise InputError(f"{init_from}: --init-from model file not found; give a .safetensors model")
+    from bgmgen.data.pop909 import check_dataset_dirs
+    from bgmgen.training.train import TrainOptions
+    from bgmgen.training.train import train as train_model
 
-
-def cmd_sample(args: argparse.Namespace) -> int:
-    _require_dirs(args.data, args.structure)
-    from bgmgen.training.sample import run_sample
-
-    return _as_exit_code(run_sample(args))
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    if args.videos:
-        if args.generated or args.data:
-            raise InputError("eval: give either --videos DIR or GENERATED_DIR --data DIR, not both")
-        _require_dirs(args.videos)
-        from bgmgen.eval.evaluate import run_video_eval
-
-        run_video_eval(args.videos, json_path=args.json)
-        return 0
-    if not args.generated or not args.data:
-        raise InputError("eval: give GENERATED_DIR and --data POP909_DIR (or --videos DIR); "
-                         "see `bgmgen eval --help`")
-    _require_dirs(args.generated, args.data, *([args.structure] if args.structure else []))
-    from bgmgen.eval.evaluate import run_eval
-
-    run_eval(args.generated, args.data, songs=args.songs, json_path=args.json,
-             structure_dir=args.structure)
+    check_dataset_dirs(data, structure)
+    path = train_model(TrainOptions(**_given(
+        data=data, structure=structure, out=out, resume=resume, device=device, steps=steps, batch_size=batch_size,
+        seed=seed, variant=variant, controls_layout=controls_layout, stop_after=stop_after, init_from=init_from,
+        lr=lr, warmup=warmup, architecture=architecture, n_layers=n_layers, d_model=d_model, bf16=bf16,
+        threads=threads, quiet=quiet)))
+    print(f"model written to {path}")
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+# -- sample ----------------------------------------------------------------------------------------
+
+@app.command(cls=_command_for("SampleOptions"), short_help="generate whole POP909 songs from their own controls")
+def sample(
+    data: PopData,
+    structure: PopStructure,
+    out: Annotated[str, _path("folder of the <id>.mid files", "DIR")],
+    songs: Annotated[str | None, typer.Option(metavar="SONGS", help="'test' or song ids such as 001,002")] = None,
+    seed: Seed = None,
+    model: Annotated[str | None, _path("music model (default: the one in models/)")] = None,
+    steps: Annotated[int | None, _count("diffusion sampling steps")] = None,
+    guidance: Guidance = None,
+    loose_groove: Annotated[bool | None, typer.Option(
+        "--loose-groove", help="the song's groove only conditions the model (its own rhythm); default: imposed")
+    ] = None,
+    order: Order = None,
+    temperature: Temperature = None,
+    max_bars: Annotated[int | None, _count("generate only the first N bars of each song (quick checks)")] = None,
+    device: TorchDevice = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> int:
+    """For each POP909 song, write DIR/<id>.mid generated from that song's controls at its own tempo (the
+    evaluation path)."""
+    _require_dirs(data, structure)
+    from bgmgen.training.sample import SampleOptions, sample_songs
+
+    options = SampleOptions(**_given(data=data, structure=structure, songs=songs, out=out, seed=seed, model=model,
+                                     steps=steps, guidance=guidance, loose_groove=loose_groove, device=device,
+                                     order=order, temperature=temperature, max_bars=max_bars))
+    sample_songs(options, **({"log": lambda *args, **kwargs: None} if quiet else {}))
+    return 0
+
+
+# -- eval ------------------------------------------------------------------------------------------
+
+@app.command("eval", cls=_command_for("run_eval"),
+             short_help="music metrics against POP909, or checks of scored videos")
+def eval_(
+    generated: Annotated[str | None, typer.Argument(metavar="GENERATED_DIR", help="folder of <id>.mid files")] = None,
+    data: Annotated[str | None, _path("POP909 folder", "DIR")] = None,
+    structure: Annotated[str | None, _path(
+        "POP909 structure labels folder (downbeats, chords, phrases); recommended", "DIR")] = None,
+    songs: Annotated[str | None, typer.Option(metavar="SONGS", help="test, valid, train or ids like 001,002")] = None,
+    json: Annotated[str | None, _path("write per-song values and a summary as JSON", "FILE")] = None,
+    videos: Annotated[str | None, _path("folder of `bgmgen score` outputs", "DIR")] = None,
+    align: Annotated[str | None, choice_option(
+        "ALIGNS", metavar="HOW", help="one of {ALIGNS}: how beat 0 of a reference song is found")] = None,
+    offset_beats: Annotated[float | None, typer.Option(
+        metavar="BEATS", parser=beat_offset, help="shift generated notes by this many beats before comparing")
+    ] = None,
+    reference_only: Annotated[bool, typer.Option(
+        "--reference-only", help="only the ground-truth row (no GENERATED_DIR needed)")] = False,
+    realism: Annotated[bool, typer.Option(
+        "--realism", help="also the texture realism test: generated 8-bar windows against real POP909 songs "
+                          "(per-feature overlap and a classifier two-sample test)")] = False,
+    real_songs: Annotated[str | None, typer.Option(
+        metavar="SPEC", help="real side of --realism: valid or song ids such as 001,002 (default: validation "
+                             "songs not among --songs)")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> int:
+    """`bgmgen eval GENERATED_DIR --data DIR` compares generated <id>.mid files with the POP909 songs;
+    `bgmgen eval --videos DIR` checks `bgmgen score` outputs."""
+    from rich.console import Console  # run_eval and run_video_eval print with rich
+
+    console = Console(quiet=True) if quiet else None
+    if videos:
+        if generated or data:
+            raise InputError("eval: give either --videos DIR or GENERATED_DIR --data DIR, not both")
+        _require_dirs(videos)
+        from bgmgen.eval.videos import run_video_eval
+
+        run_video_eval(videos, json_path=json, console=console)
+        return 0
+    if not data or not (generated or reference_only):
+        raise InputError("eval: give GENERATED_DIR and --data POP909_DIR (or --videos DIR); see `bgmgen eval --help`")
+    _require_dirs(*([generated] if generated else []), data, *([structure] if structure else []))
+    from bgmgen.eval.evaluate import run_eval
+
+    run_eval(generated, data, json_path=json, structure_dir=structure, console=console, reference_only=reference_only,
+             realism=realism, real_songs=real_songs, **_given(songs=songs, align=align, offset_beats=offset_beats))
+    return 0
+
+
+# -- doctor ----------------------------------------------------------------------------------------
+
+@app.command(cls=Command, short_help="check ffmpeg, FluidSynth, the SoundFont and every model")
+def doctor(
+    clip_weights: Annotated[str | None, _path("open_clip ViT-B-32 weights file")] = _DOCTOR.clip_weights,
+    blip_weights: Annotated[str | None, _path("BLIP captioning model folder")] = _DOCTOR.blip_weights,
+    model: Annotated[str | None, _path("music model")] = _DOCTOR.model,
+    soundfont: Annotated[str | None, _path("SoundFont (.sf2/.sf3)")] = _DOCTOR.soundfont,
+    cache_dir: Annotated[str | None, _path("analysis cache folder", "DIR")] = _DOCTOR.cache_dir,
+    device: TorchDevice = _DOCTOR.device,
+    debug: Debug = False,
+) -> int:
+    """Check what the default offline path needs and where each model's weights would come from."""
     from bgmgen.app.doctor import run_doctor
 
-    return run_doctor(args)
+    return run_doctor(DoctorOptions(clip_weights=clip_weights, blip_weights=blip_weights, model=model,
+                                    soundfont=soundfont, cache_dir=cache_dir, device=device))
 
 
 def _terminate_cleanly() -> None:
@@ -259,10 +386,8 @@ def _terminate_cleanly() -> None:
     def on_term(signum, frame):
         raise SystemExit(128 + signum)
 
-    try:
+    with contextlib.suppress(ValueError, OSError):  # not the main thread
         signal.signal(signal.SIGTERM, on_term)
-    except (ValueError, OSError):  # not the main thread
-        pass
 
 
 def _require_dirs(*paths: str) -> None:
@@ -272,65 +397,34 @@ def _require_dirs(*paths: str) -> None:
             raise InputError(f"{path}: {what}; give an existing folder")
 
 
-def _as_exit_code(result) -> int:
-    if result is None:
-        return 0
-    if isinstance(result, bool):
-        return 0 if result else 1
-    if isinstance(result, int):
-        return result
-    return 0
+def _given(**values) -> dict:
+    """The options given on the command line (None: left to the dataclass's default)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
-def _command_line() -> list[str]:
-    return ["bgmgen", *sys.argv[1:]]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "unknown error"
+def _usage_error(err: typer.TyperException) -> int:
+    """A usage error on one line, with where to look (a parser's ValueError comes as 'Value error, ...')."""
+    text = one_line(err.format_message()).replace("Value error, ", "").rstrip(".")
+    # getattr: typer's click exceptions carry the context only from UsageError down (not FileError ...).
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None:
+        text += f" (see `{ctx.command_path} --help`)"
+    print(f"bgmgen: error: {text}", file=sys.stderr)
+    return int(err.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """The console script: run `bgmgen ARGV...` and return its exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version and argument errors (exit 2)
-        return int(exc.code or 0)
-    debug = bool(getattr(args, "debug", False))
-    if getattr(args, "func", None) is None:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print("bgmgen: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BgmgenError as err:
-        if debug:
-            traceback.print_exc()
-        print(f"bgmgen: error: {_one_line(err)}", file=sys.stderr)
-        return int(getattr(err, "exit_code", 1))
-    except (ModuleNotFoundError, ImportError) as err:
-        if debug:
-            traceback.print_exc()
-        name = getattr(err, "name", None) or ""
-        if name.startswith("bgmgen"):
-            msg = f"this build of bgmgen lacks {name} ({_one_line(err)}); reinstall the project"
-        else:
-            msg = f"a Python package is missing: {_one_line(err)}; run scripts/bootstrap or pip install -e ."
-        print(f"bgmgen: error: {msg}", file=sys.stderr)
-        return 3
-    except BrokenPipeError:
-        return 1
-    except Exception as err:  # a bug: still one line unless --debug
-        if debug:
-            traceback.print_exc()
-        else:
-            print(f"bgmgen: error: internal error: {type(err).__name__}: {_one_line(err)} "
-                  "(run again with --debug for the traceback)", file=sys.stderr)
-        return 1
+        result = typer.main.get_command(app).main(args=args, prog_name="bgmgen", standalone_mode=False)
+    except typer.TyperException as err:  # usage errors: exit 2
+        return _usage_error(err)
+    except SystemExit as exc:  # shell completion, a closed pipe, SIGTERM
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except (KeyboardInterrupt, Exception) as err:  # noqa: BLE001 - while parsing (commands report theirs)
+        return report_failure(err, debug="--debug" in args)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import sys
 
-KEYS = ["pche", "gps", "si", "chord_tone_ratio", "density_rho", "empty_bar_rate", "polyphony", "pitch_range",
-        "scale_consistency"]
+from bgmgen.eval.evaluate import METRICS
+
+KEYS = list(METRICS)
 
 
 def main() -> None:
@@ -18,7 +19,8 @@ def main() -> None:
         if arg == "--gt":
             continue
         name, path = arg.split("=", 1)
-        d = json.load(open(path))
+        with open(path) as f:
+            d = json.load(f)
         rows.append((name, d["summary"]))
         gt = gt or d["ground_truth"]
     if "--gt" in sys.argv:

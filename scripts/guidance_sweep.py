@@ -34,12 +34,9 @@ def main() -> None:
     from bgmgen.data.pop909 import load_song
     from bgmgen.data.splits import VALID_SONGS
     from bgmgen.eval import metrics as M
+    from bgmgen.eval.notes import Notes
     from bgmgen.music import controls as C
     from bgmgen.music.generate import generate_from_controls, load_music_model
-
-    def notes_of(onset: np.ndarray) -> M.Notes:
-        steps, pitches = np.nonzero(onset > 0)
-        return M.Notes.from_list((s / 4, 0.25, p, 80) for s, p in zip(steps, pitches))
 
     model = load_music_model(a.model)
     songs = [load_song(a.data, a.structure, s) for s in VALID_SONGS[: a.songs]]
@@ -55,7 +52,8 @@ def main() -> None:
             ctl = song.controls().slice(first, first + n_beats)
             roll = generate_from_controls(model, ctl, seed=0, steps=a.steps, guidance=scale, guide_groups=groups,
                                           strict_groove=not a.loose_groove)
-            gen, real = notes_of(roll[0]), notes_of(song.onset[first * 4:(first + n_beats) * 4])
+            gen = Notes.from_onset_roll(roll[0])
+            real = Notes.from_onset_roll(song.onset[first * 4:(first + n_beats) * 4])
             rows.append((M.grooving_pattern_similarity(gen, drop_last=False),
                          M.grooving_pattern_similarity(real, drop_last=False),
                          M.density_rho(gen, ctl.density),

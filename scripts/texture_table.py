@@ -1,5 +1,8 @@
 """Texture realism of `bgmgen sample` output against real POP909 songs (bgmgen.eval.realism).
 
+`bgmgen eval GENERATED --data ... --realism` runs the same report beside the metrics; this script
+adds the choice of the baseline side and of the seed / repeats.
+
     OMP_NUM_THREADS=1 .venv/bin/python scripts/texture_table.py --generated runs/samples \
         --songs 001,002,...  --data ../shared/datasets/pop909 \
         --structure ../shared/datasets/pop909-structure [--json texture.json]
@@ -15,25 +18,21 @@ Prints the per-feature table (means, OA) and the C2ST accuracies; --json writes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from bgmgen.data.splits import VALID_SONGS, resolve_songs
-from bgmgen.eval import metrics as M
-from bgmgen.eval.realism import print_report, realism_report
+from bgmgen.core.jsonio import dump_json
+from bgmgen.data.splits import resolve_songs
+from bgmgen.eval.notes import read_midi_notes
+from bgmgen.eval.realism import default_real_songs, print_report, read_real_songs, realism_report
 
 
 def _read_real(ids, data, structure) -> dict:
-    out = {}
-    for sid in ids:
-        d = Path(data) / sid
-        if not (d / f"{sid}.mid").exists():
-            print(f"warning: {d}/{sid}.mid missing, skipped", file=sys.stderr)
-            continue
-        out[sid] = M.read_pop909_song(d, structure).notes
-    return out
+    songs, missing = read_real_songs(data, ids, structure)
+    for sid in missing:
+        print(f"warning: {Path(data) / sid}/{sid}.mid missing, skipped", file=sys.stderr)
+    return songs
 
 
 def main(argv=None) -> int:
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
     for sid in gen_ids:
         f = gdir / f"{sid}.mid"
         if f.exists():
-            generated[sid] = M.read_midi_notes(f)
+            generated[sid] = read_midi_notes(f)
         else:
             missing.append(sid)
     if not generated:
@@ -67,8 +66,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"missing generated songs (skipped): {', '.join(missing)}", file=sys.stderr)
 
-    real_ids = (resolve_songs(args.real_songs) if args.real_songs
-                else [s for s in VALID_SONGS if s not in set(gen_ids)])
+    real_ids = resolve_songs(args.real_songs) if args.real_songs else default_real_songs(gen_ids)
     if args.baseline_songs and args.baseline_songs.lower() == "none":
         base_ids = None
     elif args.baseline_songs:
@@ -90,7 +88,7 @@ def main(argv=None) -> int:
     print_report(report)
     print(f"({time.perf_counter() - t0:.1f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        dump_json(report, args.json)
     return 0
 
 

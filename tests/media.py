@@ -7,6 +7,9 @@ Each shot is a flat colour field with a static grid (distinct per shot, so every
 cut); a "moving" shot adds a bright square that sweeps across the picture. The container follows the
 file suffix: .mp4/.mov (H.264 + AAC), .mkv (H.264 + Vorbis), .webm (VP9 + Opus), .h264 (raw Annex B
 stream: no container, no duration header, no audio).
+
+For the stages after the analysis, `analysis_for(duration, cuts, motion)` builds a real `VideoAnalysis`
+(with a real `VideoInfo`, `video_info`) without decoding anything: the tests use the real dataclasses.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
+
+from bgmgen.video.probe import VideoInfo
+from bgmgen.video.result import VideoAnalysis
 
 SHOT_COLOURS = ("0x2050a0", "0xc04020", "0x30a050", "0xd0c040", "0x8040b0", "0x40b0c0", "0x906030", "0x606060")
 
@@ -146,3 +154,64 @@ def make_vfr(src: str | Path, dst: str | Path, after_s: float = 1.0) -> Path:
                     "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "copy", str(dst)],
                    check=True, capture_output=True)
     return dst
+
+
+# ------------------------------------------------------------------ analysis results without a video
+
+MOTION_FPS = 25  # motion samples per second in `analysis_for`
+
+
+def video_info(path: str | Path = "video.mp4", duration: float = 4.0, **fields) -> VideoInfo:
+    """The VideoInfo probe() gives for a 320x180, 25 fps H.264 MP4 without audio; `fields` override."""
+    base = {"path": str(path), "duration_s": float(duration), "fps": 25.0, "n_frames": round(duration * 25),
+            "width": 320, "height": 180, "rotation": 0, "has_audio": False, "audio_channels": 0,
+            "video_codec": "h264", "audio_codec": None, "container": "mov,mp4,m4a,3gp,3g2,mj2",
+            "start_time_s": 0.0, "coded_width": 320, "coded_height": 180}
+    return VideoInfo(**{**base, **fields})
+
+
+def motion_times(duration: float) -> np.ndarray:
+    """The motion sample times `analysis_for` uses (MOTION_FPS per second from 0)."""
+    return np.arange(0, duration, 1 / MOTION_FPS)
+
+
+def analysis_for(
+    duration: float,
+    cuts: Sequence[float] = (),
+    motion: float | Sequence[float] = 0.5,
+    *,
+    motion_abs: float | Sequence[float] | None = None,
+    onsets: Sequence[tuple[float, float]] = ((1.0, 0.9),),
+    mood_scores: dict[str, float] | None = None,
+    mood_source: str = "test",
+    path: str | Path = "video.mp4",
+) -> VideoAnalysis:
+    """A real VideoAnalysis of a `duration`-second video with hard cuts at `cuts`, as the analysis
+    would return it without CLIP or BLIP.
+
+    motion: the 0..1 curve at `motion_times(duration)`, or one level throughout; motion_abs: the
+    absolute energy (default 10 * motion). One shot per cut interval, its keyframe time in the middle.
+    Frozen, like every analysis: change a field with dataclasses.replace."""
+    times = motion_times(duration)
+    level = np.broadcast_to(np.asarray(motion, dtype=np.float64), times.shape).copy()
+    energy = 10 * level if motion_abs is None else np.broadcast_to(np.asarray(motion_abs, np.float64),
+                                                                    times.shape).copy()
+    cuts = [float(c) for c in cuts]
+    shots = list(zip([0.0, *cuts], [*cuts, float(duration)]))
+    return VideoAnalysis(
+        info=video_info(path, duration),
+        cuts_s=cuts,
+        shots=shots,
+        motion_times_s=times,
+        motion=level,
+        motion_abs=energy,
+        onsets=[(float(t), float(s)) for t, s in onsets],
+        keyframe_times_s=[(a + b) / 2 for a, b in shots],
+        picture_stats=[{"brightness": 0.5, "saturation": 0.5, "warmth": 0.0} for _ in shots],
+        clip_embeddings=None,
+        clip_times_s=None,
+        captions=None,
+        caption_embeddings=None,
+        mood_scores=dict(mood_scores if mood_scores is not None else {"happy": 0.7, "calm": 0.3}),
+        mood_source=mood_source,
+    )

@@ -186,8 +186,8 @@ def test_run_json_holds_every_contract_key(work):
     assert run["seed"] == SEED and run["options"]["seed"] == SEED
     from bgmgen.music import generate
 
-    assert run["generation"] == {"seed": SEED, "steps": generate.DEFAULT_STEPS, "guidance": generate.DEFAULT_GUIDANCE,
-                                 "strict_groove": True, "guide_groups": list(generate.DEFAULT_GUIDE_GROUPS),
+    # every sampler setting is recorded as used (the defaults resolved once, in SamplerSettings)
+    assert run["generation"] == {"seed": SEED, **generate.SamplerSettings().to_json(),
                                  "precision": "int8", "threads": generate.sampler_thread_count()}
     assert run["input"]["size"] == work["video"].stat().st_size and len(run["input"]["sha256"]) == 64
     assert abs(run["video"]["duration_s"] - DURATION) < 0.1

@@ -1,5 +1,6 @@
 """Metrics on small hand-built songs, against values worked out by hand; eval end to end on two
-fake POP909-like songs; ground truth on real POP909 songs when the dataset is present."""
+fake POP909-like songs (with and without the realism test); ground truth on real POP909 songs, and
+the one reader shared by eval and training, when the dataset is present."""
 
 import json
 import math
@@ -8,16 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bgmgen.core.errors import InputError
+from bgmgen.data import pop909
+from bgmgen.data.annotations import parse_chord_label
 from bgmgen.data.splits import TEST_SONGS, TRAIN_SONGS, VALID_SONGS, resolve_songs
 from bgmgen.eval import metrics as M
-from bgmgen.eval.evaluate import run_eval, run_video_eval
+from bgmgen.eval import structure as SI
+from bgmgen.eval.evaluate import run_eval
+from bgmgen.eval.notes import Notes, read_midi_notes, read_pop909_song
+from bgmgen.eval.videos import run_video_eval
 
 POP909 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pop909"
 STRUCT = POP909.parent / "pop909-structure"
 
 
 def N(*rows):
-    return M.Notes.from_list(rows)
+    return Notes.from_list(rows)
 
 
 # ------------------------------------------------------------------------------------ splits
@@ -130,7 +137,7 @@ def test_fitness_by_hand():
     S = np.full((4, 4), -2.0)
     np.fill_diagonal(S, 1.0)
     S[0, 2] = S[2, 0] = S[1, 3] = S[3, 1] = 1.0
-    f = M.fitness_for_length(S, 2)
+    f = SI.fitness_for_length(S, 2)
     assert f[0] == pytest.approx(0.5, abs=1e-9)
     assert f[2] == pytest.approx(0.5, abs=1e-9)  # segment [2, 3] is the same repetition
 
@@ -139,9 +146,9 @@ def test_fitness_matches_reference_loop():
     rng = np.random.default_rng(0)
     X = rng.random((12, 36))
     X[:, 20:32] = X[:, 2:14]
-    S = M.self_similarity(X, L=4)
+    S = SI.self_similarity(X, L=4)
     for K in (1, 2, 3, 6, 12):
-        got = M.fitness_for_length(S, K)
+        got = SI.fitness_for_length(S, K)
         want = [_fmp_fitness(S, s, K) for s in range(36 - K + 1)]
         np.testing.assert_allclose(got, want, atol=1e-12)
 
@@ -169,7 +176,7 @@ def test_path_smoothing_matches_fmp_loop():
                     acc += ext[L - p:30 + L - p, L - p:Mc + L - p]
             inv = np.maximum(np.around(np.arange(1, 31) / 30 * Mc) - 1, 0).astype(int)
             ref = np.maximum(ref, (acc / L)[:, inv])
-    np.testing.assert_allclose(M._filter_diag(S, L, tempi), ref, atol=1e-12)
+    np.testing.assert_allclose(SI._filter_diag(S, L, tempi), ref, atol=1e-12)
 
 
 def test_si_repetition_beats_noise():
@@ -178,7 +185,7 @@ def test_si_repetition_beats_noise():
               enumerate(rng.integers(55, 80, 2))]
     song = N(*[(on + 16 * r, d, p, v) for r in range(6) for on, d, p, v in phrase])
     noise = N(*[(i / 2, 0.5, int(p), 80) for i, p in enumerate(rng.integers(55, 80, 192))])
-    si_rep, si_noise = M.structureness_indicator(song), M.structureness_indicator(noise)
+    si_rep, si_noise = SI.structureness_indicator(song), SI.structureness_indicator(noise)
     assert 0 <= si_noise < si_rep <= 1
     assert si_rep > 0.5
 
@@ -225,11 +232,11 @@ def test_overlapping_area():
 
 
 def test_parse_chord_label():
-    root, c = M.parse_chord_label("C#:min7/b7")
+    root, c = parse_chord_label("C#:min7/b7")
     assert root == 1 and set(np.flatnonzero(c)) == {1, 4, 8, 11}
-    assert set(np.flatnonzero(M.parse_chord_label("G:sus4(b7)")[1])) == {7, 0, 2, 5}
-    assert set(np.flatnonzero(M.parse_chord_label("Bb:maj/3")[1])) == {10, 2, 5}
-    assert M.parse_chord_label("N") is None
+    assert set(np.flatnonzero(parse_chord_label("G:sus4(b7)")[1])) == {7, 0, 2, 5}
+    assert set(np.flatnonzero(parse_chord_label("Bb:maj/3")[1])) == {10, 2, 5}
+    assert parse_chord_label("N") is None
 
 
 # ------------------------------------------------------------------------------------ MIDI
@@ -252,11 +259,11 @@ def _write_midi(path, tracks, bpm, t0=0.0):
 def test_read_midi_notes_uses_tempo(tmp_path):
     # at 90 BPM a beat lasts 2/3 s; the file stores seconds via its tempo, we read beats back
     _write_midi(tmp_path / "a.mid", {"PIANO": [(3, 1.5, 60, 90), (0, 1, 64, 70)]}, bpm=90)
-    notes = M.read_midi_notes(tmp_path / "a.mid")
+    notes = read_midi_notes(tmp_path / "a.mid")
     np.testing.assert_allclose(notes.onset, [0, 3], atol=1e-3)
     np.testing.assert_allclose(notes.duration, [1, 1.5], atol=1e-3)
     assert list(notes.pitch) == [64, 60] and list(notes.velocity) == [70, 90]
-    shifted = M.read_midi_notes(tmp_path / "a.mid", offset_beats=-1)  # drops the note at beat 0
+    shifted = read_midi_notes(tmp_path / "a.mid", offset_beats=-1)  # drops the note at beat 0
     np.testing.assert_allclose(shifted.onset, [2], atol=1e-3)
 
 
@@ -308,15 +315,15 @@ def test_reference_metrics_are_cached_and_invalidated(tmp_path, monkeypatch):
 
     data = tmp_path / "pop909"
     _fake_song(data, "001", 90.0, 1)
-    rows, summary, _, _ = E.evaluate_reference(data, ["001"])
+    rows, _, _, _ = E.evaluate_reference(data, ["001"])
     real = E.song_metrics
 
     def must_not_run(*a, **k):
         raise AssertionError("cached ground truth recomputed")
 
     monkeypatch.setattr(E, "song_metrics", must_not_run)
-    again, summary2, _, _ = E.evaluate_reference(data, ["001"])
-    assert json.dumps(again, sort_keys=True) == json.dumps(E._plain(rows), sort_keys=True)
+    again, _, _, _ = E.evaluate_reference(data, ["001"])
+    assert json.dumps(again, sort_keys=True) == json.dumps(rows, sort_keys=True)
     # a changed song file is a different key: computed afresh
     beats = data / "001" / "beat_midi.txt"
     beats.write_text(beats.read_text() + "\n")
@@ -387,7 +394,7 @@ def test_video_eval(tmp_path):
 def test_ground_truth_on_real_songs():
     struct = STRUCT if STRUCT.is_dir() else None
     for sid in ("001", "003", "016"):
-        ref = M.read_pop909_song(POP909 / sid, struct)
+        ref = read_pop909_song(POP909 / sid, struct)
         assert ref.origin_beat >= 0 and ref.n_beats > 100
         pche = M.pitch_class_histogram_entropy(ref.notes)
         gps = M.grooving_pattern_similarity(ref.notes)
@@ -399,15 +406,58 @@ def test_ground_truth_on_real_songs():
         assert 1.0 <= M.polyphony(ref.notes) < 10
         assert 0.7 < M.scale_consistency(ref.notes) <= 1.0
     # SI on one song (the slowest metric)
-    si = M.structureness_indicator(M.read_pop909_song(POP909 / "001", struct).notes)
+    si = SI.structureness_indicator(read_pop909_song(POP909 / "001", struct).notes)
     assert 0.1 < si < 1.0
 
 
-@pytest.mark.skipif(not STRUCT.is_dir(), reason="pop909-structure not present")
-def test_origin_matches_training_side():
-    """Eval's beat 0 = the model side's bar 0 (bgmgen.data.pop909), so generated beat b = reference b."""
-    pop909 = pytest.importorskip("bgmgen.data.pop909")
+@pytest.mark.skipif(not (POP909.is_dir() and STRUCT.is_dir()), reason="POP909 / pop909-structure not present")
+def test_one_reader_for_eval_and_training():
+    """Eval's reference songs and the training rolls come from the same reader (data.pop909): same
+    beat 0, and the reference notes put on the sixteenth grid ARE the training onset roll."""
     for sid in ("010", "016", "045"):
         song = pop909.load_song(POP909, STRUCT, sid)
-        ref = M.read_pop909_song(POP909 / sid, STRUCT)
-        assert abs(song.beat_times_s[0] - ref.beat_times_s[0]) < 1e-6, sid
+        ref = read_pop909_song(POP909 / sid, STRUCT)
+        np.testing.assert_array_equal(song.beat_times_s[:-1], ref.beat_times_s[:song.n_beats])
+        start, _ = ref.notes.grid_steps()
+        inside = start < len(song.onset)
+        roll = np.zeros(song.onset.shape, bool)
+        roll[start[inside], ref.notes.pitch[inside]] = True
+        np.testing.assert_array_equal(roll[1:], song.onset[1:] > 0)  # step 0 may hold pick-up ends
+        has = ref.has_chord[:song.n_beats]
+        np.testing.assert_array_equal(song.chord_root >= 0, has)
+        np.testing.assert_array_equal(song.chord_chroma[has] > 0, ref.chord_chroma[:song.n_beats][has])
+
+
+def test_grid_before_the_first_annotated_beat():
+    """An origin before beat_midi.txt's first beat (negative) extrapolates the grid backwards."""
+    beats = np.c_[10.0 + 0.5 * np.arange(8), np.ones(8), np.zeros(8)]
+    song = pop909.AlignedMidi("x", beats, -2, "structure", 1.0, (), None)
+    np.testing.assert_allclose(song.grid_times(4), [9.0, 9.5, 10.0, 10.5])
+    np.testing.assert_allclose(song.grid_times(11)[-1], 14.0)  # one beat past the last one
+    np.testing.assert_allclose(pop909.beat_position([9.0, 13.5, 14.0], beats[:, 0]), [-2, 7, 8])
+
+
+def test_eval_with_realism(tmp_path):
+    data, gen = tmp_path / "pop909", tmp_path / "gen"
+    gen.mkdir()
+    for i, sid in enumerate(("001", "002", "003", "004", "005", "006")):
+        notes = _fake_song(data, sid, 90.0 + 5 * i, i)
+        if sid in ("001", "002", "003"):  # the generated songs: sixteenth notes all over
+            rng = np.random.default_rng(i)
+            notes = [(s / 4, 0.25, int(p), 80) for s in range(0, 320, 2) for p in rng.integers(40, 90, 2)]
+            _write_midi(gen / f"{sid}.mid", {"piano": notes}, bpm=100.0)
+    out = run_eval(gen, data, songs="001,002,003", json_path=tmp_path / "e.json", realism=True,
+                   real_songs="003,004,005,006")
+    rep = json.loads((tmp_path / "e.json").read_text())["realism"]
+    assert rep == out["realism"]
+    assert rep["songs"]["generated"] == ["001", "002", "003"]
+    assert rep["songs"]["real"] == ["004", "005", "006"]          # 003 is generated: left out
+    assert rep["songs"]["baseline"] == ["001", "002", "003"]      # their ground truth
+    assert rep["settings"]["dropped_from_real"] == ["003"]
+    assert rep["c2st"]["generated_vs_real"]["linear"] > 0.9
+    assert rep["c2st"]["real_vs_real"] is not None
+    assert rep["features"]["len1_share"]["generated"] == 1.0
+    with pytest.raises(InputError):
+        run_eval(gen, data, songs="001", reference_only=True, realism=True)
+    with pytest.raises(InputError):  # nothing real left
+        run_eval(gen, data, songs="001,002", realism=True, real_songs="001,002")

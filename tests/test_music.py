@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import types
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from media import analysis_for  # tests/media.py (see conftest)
 
 from bgmgen.core.constants import STEPS_PER_BEAT, WINDOW_STEPS
 from bgmgen.data.pop909 import find_origin_step, parse_key, parse_phrases, parse_structure_chords
@@ -121,7 +122,8 @@ def _tiny(**kw):
     from bgmgen.music.model import Denoiser, DenoiserConfig
 
     torch.manual_seed(0)
-    return Denoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, **kw)).eval()
+    return Denoiser(DenoiserConfig(**{"d_model": 32, "n_layers": 1, "n_heads": 2, "architecture": "roll",
+                                      "controls_layout": 1, **kw})).eval()
 
 
 def _randomise(model):
@@ -225,11 +227,8 @@ def test_generate_is_deterministic_and_sized(tiny_model):
 
 
 def _analysis(duration, cuts, motion_level=0.5):
-    t = np.arange(0, duration, 1 / 25)
-    return types.SimpleNamespace(
-        info=types.SimpleNamespace(duration_s=duration), cuts_s=cuts, motion_times_s=t,
-        motion=np.full(len(t), motion_level), motion_abs=np.full(len(t), 10 * motion_level),
-        onsets=[(1.0, 0.9)], mood_scores={"happy": 0.7, "calm": 0.3}, mood_source="test")
+    """A real VideoAnalysis (tests/media.py): steady motion, one visual onset at 1 s, mostly happy."""
+    return analysis_for(duration, cuts, motion_level, onsets=[(1.0, 0.9)], mood_scores={"happy": 0.7, "calm": 0.3})
 
 
 @pytest.mark.parametrize("duration", [0.6, 1.0, 2.5, 7.3, 31.0, 605.0])
@@ -282,12 +281,13 @@ def test_plan_puts_sections_on_cuts_and_ends_on_the_tonic():
 
 
 def test_roll_to_midi_lasts_exactly_and_ends_on_tonic_chord(tiny_model, tmp_path):
-    from bgmgen.music.generate import generate_roll
+    from bgmgen.music.generate import SamplerSettings, generate_roll
     from bgmgen.music.midi import roll_to_midi, write_midi
     from bgmgen.music.plan import make_plan
 
     p = make_plan(_analysis(13.7, [5.0]))
-    roll = generate_roll(tiny_model, p, seed=0, steps=3)
+    settings = SamplerSettings(steps=3)
+    roll = generate_roll(tiny_model, p, seed=0, settings=settings)
     pm = roll_to_midi(roll, p)
     assert abs(pm.get_end_time() - 13.7) <= 0.05
     assert abs(pm.get_tempo_changes()[1][0] - p.bpm) < 0.01
@@ -295,7 +295,7 @@ def test_roll_to_midi_lasts_exactly_and_ends_on_tonic_chord(tiny_model, tmp_path
     final = [n.pitch % 12 for n in pm.instruments[0].notes if abs(n.start - last_start) < 1e-6]
     assert p.key_tonic in final
     write_midi(pm, tmp_path / "a.mid")
-    write_midi(roll_to_midi(generate_roll(tiny_model, p, seed=0, steps=3), p), tmp_path / "b.mid")
+    write_midi(roll_to_midi(generate_roll(tiny_model, p, seed=0, settings=settings), p), tmp_path / "b.mid")
     assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
 
 
@@ -330,7 +330,7 @@ def test_warm_start_from_layout_1_computes_the_same_until_trained(tmp_path):
     save_model(old, path, {"config": old.config.to_dict(), "step": 1})
     old_fp16 = Denoiser(old.config).eval()  # what the file holds (fp16 on disk)
     old_fp16.load_state_dict({k: v.half().float() for k, v in old.state_dict().items()})
-    new = Denoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, controls_layout=2)).eval()
+    new = Denoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, controls_layout=2, architecture="roll")).eval()
     new.load_state_dict(warm_start_state(path, new))
     c = _controls(32)
     c.groove = (np.arange(32 * 4).reshape(32, 4) % 3 == 0).astype(np.float32)
@@ -346,7 +346,7 @@ def test_warm_start_from_layout_1_computes_the_same_until_trained(tmp_path):
         new.dyn_embed[0].weight[:, groove_cols] += 0.5
         moved = new(x, t, torch.from_numpy(C.encode(c, layout=C.LAYOUTS[2]))[None], seg)
     assert not torch.allclose(moved, got, atol=1e-3)
-    wrong = Denoiser(DenoiserConfig(d_model=16, n_layers=1, n_heads=2, controls_layout=2))
+    wrong = Denoiser(DenoiserConfig(d_model=16, n_layers=1, n_heads=2, controls_layout=2, architecture="roll"))
     with pytest.raises(ValueError, match="shape"):
         warm_start_state(path, wrong)
 
@@ -374,9 +374,8 @@ def test_plan_groove_thickens_with_the_motion():
     from bgmgen.music.plan import make_plan
 
     a = _analysis(32.0, [])
-    a.motion = np.clip(a.motion_times_s / 32.0, 0.0, 1.0)
-    a.motion_abs = 20 * a.motion
-    p = make_plan(a)
+    rising = np.clip(a.motion_times_s / 32.0, 0.0, 1.0)
+    p = make_plan(dataclasses.replace(a, motion=rising, motion_abs=20 * rising))
     bars = p.n_beats // 4
     per_bar = p.controls.groove[: bars * 4].reshape(bars, 16).sum(1)
     assert per_bar[-2] > per_bar[1] + 2, per_bar
@@ -387,12 +386,12 @@ def test_plan_groove_thickens_with_the_motion():
 
 def test_midi_pedal_changes_with_the_chords(tiny_model):
     """CC 64 goes down after each chord change and up just before the next one; it ends up."""
-    from bgmgen.music.generate import generate_roll
+    from bgmgen.music.generate import SamplerSettings, generate_roll
     from bgmgen.music.midi import PEDAL_CATCH_S, PEDAL_LIFT_S, SUSTAIN_PEDAL, pedal_change_times, roll_to_midi
     from bgmgen.music.plan import make_plan
 
     p = make_plan(_analysis(13.7, [5.0]))
-    pm = roll_to_midi(generate_roll(tiny_model, p, seed=0, steps=3), p)
+    pm = roll_to_midi(generate_roll(tiny_model, p, seed=0, settings=SamplerSettings(steps=3)), p)
     cc = [(c.time, c.value) for c in pm.instruments[0].control_changes if c.number == SUSTAIN_PEDAL]
     assert cc[0] == (PEDAL_CATCH_S, 127) and cc[-1][1] == 0 and abs(cc[-1][0] - (13.7 - PEDAL_LIFT_S)) < 1e-6
     values = [v for _, v in cc]

@@ -10,6 +10,8 @@ import pytest
 
 from bgmgen.eval import metrics as M
 from bgmgen.eval import realism as R
+from bgmgen.eval import texture as T
+from bgmgen.eval.notes import Notes, read_midi_notes, read_pop909_song
 
 POP909 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pop909"
 STRUCT = POP909.parent / "pop909-structure"
@@ -17,7 +19,7 @@ STRUCT = POP909.parent / "pop909-structure"
 
 def notes(rows):
     """Notes from (onset_beat, duration_beats, pitch) rows, velocity 80."""
-    return M.Notes.from_list([(o, d, p, 80) for o, d, p in rows])
+    return Notes.from_list([(o, d, p, 80) for o, d, p in rows])
 
 
 def held_chords(n_bars=8, chord=(60, 64, 67)):
@@ -43,7 +45,7 @@ def sprinkled(n_bars=8, seed=0):
 
 
 def one_window(n):
-    ws = R.song_windows(n)
+    ws = T.song_windows(n)
     assert len(ws) == 1
     return ws[0]
 
@@ -51,21 +53,21 @@ def one_window(n):
 # ------------------------------------------------------------------------------------ windows
 def test_song_windows_cut_and_skip():
     # 20 bars of held chords -> 2 complete 8-bar windows (the last 4 bars are incomplete)
-    assert len(R.song_windows(held_chords(20))) == 2
+    assert len(T.song_windows(held_chords(20))) == 2
     # bars 8-15 silent except two notes -> that window is skipped (fewer than 8 notes)
     n = notes([(4 * b, 4.0, p) for b in range(8) for p in (60, 64, 67)]
               + [(32, 4.0, 60), (36, 28.0, 62)])
-    ws = R.song_windows(n)
+    ws = T.song_windows(n)
     assert len(ws) == 1 and len(ws[0]) == 24
     # a note ringing past the window end keeps its full length but the roll is cut
-    w = R.Window.from_rows([(120, 16, 60)] + [(i, 1, 70) for i in range(8)])
+    w = T.Window.from_rows([(120, 16, 60)] + [(i, 1, 70) for i in range(8)])
     assert w.length.max() == 16 and w.roll[:, 60].sum() == 8
-    assert R.song_windows(M.Notes.from_list([])) == []
+    assert T.song_windows(Notes.from_list([])) == []
 
 
 def test_held_chord_features():
     w = one_window(held_chords())
-    f = dict(zip(R.FEATURE_NAMES, R.window_features(w)))
+    f = dict(zip(T.FEATURE_NAMES, T.window_features(w)))
     assert f["len1_share"] == 0 and f["len9plus_share"] == 1 and f["len5_8_share"] == 0
     assert f["log2_length_mean"] == pytest.approx(4.0)          # 16 sixteenths
     assert f["ioi_log2_mean"] == pytest.approx(4.0) and f["ioi1_share"] == 0
@@ -83,32 +85,32 @@ def test_held_chord_features():
 
 def test_scale_melody_features():
     w = one_window(scale_melody())
-    assert R.top_step_share(w) == 1.0
-    assert R.bass_abs_interval(w) == R.top_abs_interval(w)      # one voice: top = bass
+    assert T.top_step_share(w) == 1.0
+    assert T.bass_abs_interval(w) == T.top_abs_interval(w)      # one voice: top = bass
     # changes: 8 per bar (every eighth); |intervals| of the 14-note cycle C D E F G A B C B A G F E D
-    assert R.top_changes_per_bar(w) == pytest.approx(63 / 8)
-    assert 1.0 < R.top_abs_interval(w) < 2.0
-    assert R.len2_share(w) == 1.0 and R.len1_share(w) == 0
-    assert R.log2_length_mean(w) == pytest.approx(1.0)
-    assert R.polyphony_sounding(w) == 1.0 and R.empty_step_share(w) == 0
-    assert R.ioi_log2_mean(w) == pytest.approx(1.0)
-    assert R.groove_prev(w) == 1.0                              # same eighth-note rhythm each bar
+    assert T.top_changes_per_bar(w) == pytest.approx(63 / 8)
+    assert 1.0 < T.top_abs_interval(w) < 2.0
+    assert T.len2_share(w) == 1.0 and T.len1_share(w) == 0
+    assert T.log2_length_mean(w) == pytest.approx(1.0)
+    assert T.polyphony_sounding(w) == 1.0 and T.empty_step_share(w) == 0
+    assert T.ioi_log2_mean(w) == pytest.approx(1.0)
+    assert T.groove_prev(w) == 1.0                              # same eighth-note rhythm each bar
 
 
 def test_staccato_and_leaps():
     # sixteenth notes on every other step, alternating two octaves: half the steps are empty
-    w = R.Window.from_rows([(s, 1, 48 if (s // 2) % 2 else 72) for s in range(0, 128, 2)])
-    assert R.empty_step_share(w) == pytest.approx(0.5)
-    assert R.polyphony_sounding(w) == 1.0 and R.polyphony_all(w) == pytest.approx(0.5)
-    assert R.len1_share(w) == 1.0 and R.log2_length_mean(w) == 0.0
-    assert R.top_step_share(w) == 0.0 and R.top_abs_interval(w) == pytest.approx(24.0)
-    assert R.ioi1_share(w) == 0.0
+    w = T.Window.from_rows([(s, 1, 48 if (s // 2) % 2 else 72) for s in range(0, 128, 2)])
+    assert T.empty_step_share(w) == pytest.approx(0.5)
+    assert T.polyphony_sounding(w) == 1.0 and T.polyphony_all(w) == pytest.approx(0.5)
+    assert T.len1_share(w) == 1.0 and T.log2_length_mean(w) == 0.0
+    assert T.top_step_share(w) == 0.0 and T.top_abs_interval(w) == pytest.approx(24.0)
+    assert T.ioi1_share(w) == 0.0
     # bar repetition: bar b = bar b-1 exactly (pattern of 8 notes per bar repeats)
-    assert R.repeat_prev(w) == 1.0 and R.repeat_best(w) == 1.0
+    assert T.repeat_prev(w) == 1.0 and T.repeat_best(w) == 1.0
     # a held bass under moving notes: the bass never changes
     rows = [(16 * b, 16, 36) for b in range(8)] + [(s, 1, 60 + s % 5) for s in range(128)]
-    w2 = R.Window.from_rows(rows)
-    assert R.bass_changes_per_bar(w2) == 0 and R.top_changes_per_bar(w2) > 10
+    w2 = T.Window.from_rows(rows)
+    assert T.bass_changes_per_bar(w2) == 0 and T.top_changes_per_bar(w2) > 10
 
 
 def test_repetition_best_earlier_bar():
@@ -118,9 +120,9 @@ def test_repetition_best_earlier_bar():
     rows = []
     for bar in range(8):
         rows += [(16 * bar + s, L, p) for s, L, p in (a if bar % 2 == 0 else b)]
-    w = R.Window.from_rows(rows)
-    assert R.repeat_prev(w) == 0.0
-    assert R.repeat_best(w) == pytest.approx(6 / 7)             # bar 1 has no match, bars 2-7 do
+    w = T.Window.from_rows(rows)
+    assert T.repeat_prev(w) == 0.0
+    assert T.repeat_best(w) == pytest.approx(6 / 7)             # bar 1 has no match, bars 2-7 do
 
 
 # ------------------------------------------------------------------------------------ OA
@@ -128,7 +130,7 @@ def test_overlap_of_identical_and_disjoint_samples():
     x = np.random.default_rng(0).normal(size=200)
     assert M.overlapping_area(x, x) == pytest.approx(1.0, abs=1e-6)
     assert M.overlapping_area(x, x + 20) < 0.01
-    Xr, _ = R.feature_matrix({"a": held_chords(16), "b": scale_melody(16)})
+    Xr, _ = T.feature_matrix({"a": held_chords(16), "b": scale_melody(16)})
     s = R.feature_summary(Xr, Xr)
     assert all(v["oa"] is None or not math.isfinite(v["oa"]) or v["oa"] > 0.99
                for v in s.values())
@@ -199,7 +201,7 @@ def test_realism_report_on_synthetic_songs():
     f = rep["features"]
     assert f["len1_share"]["real"] == 0 and f["len1_share"]["generated"] == 1
     assert f["len1_share"]["oa"] < 0.05
-    assert set(f) == set(R.FEATURE_NAMES) and 15 <= len(f) <= 25
+    assert set(f) == set(T.FEATURE_NAMES) and 15 <= len(f) <= 25
     text = R.format_report(rep)
     assert "C2ST" in text and "real B vs real" in text
     with pytest.raises(ValueError):
@@ -217,9 +219,9 @@ def test_generated_midi_reads_back_to_same_features(tmp_path):
         inst.notes.append(pretty_midi.Note(80, int(p), o * spb, (o + d) * spb))
     pm.instruments.append(inst)
     pm.write(str(tmp_path / "x.mid"))
-    back = M.read_midi_notes(tmp_path / "x.mid")
-    a = R.window_features(one_window(src))
-    b = R.window_features(one_window(back))
+    back = read_midi_notes(tmp_path / "x.mid")
+    a = T.window_features(one_window(src))
+    b = T.window_features(one_window(back))
     assert np.allclose(a, b, equal_nan=True)
 
 
@@ -227,10 +229,10 @@ def test_generated_midi_reads_back_to_same_features(tmp_path):
 @pytest.mark.skipif(not (POP909.is_dir() and STRUCT.is_dir()), reason="POP909 not present")
 def test_real_songs_texture_and_baseline():
     ids = ["060", "080", "100", "120", "140", "160", "001", "002", "003", "004"]
-    songs = {s: M.read_pop909_song(POP909 / s, STRUCT).notes for s in ids}
-    X, g = R.feature_matrix(songs)
+    songs = {s: read_pop909_song(POP909 / s, STRUCT).notes for s in ids}
+    X, g = T.feature_matrix(songs)
     assert len(X) > 40 and set(g) == set(ids)
-    f = dict(zip(R.FEATURE_NAMES, np.nanmean(X, axis=0)))
+    f = dict(zip(T.FEATURE_NAMES, np.nanmean(X, axis=0)))
     assert 0.1 < f["len1_share"] < 0.6          # POP909: about 30 % one-sixteenth notes
     assert 2.0 < f["polyphony_sounding"] < 6.0  # about 3.7
     assert f["empty_step_share"] < 0.15

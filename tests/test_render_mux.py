@@ -1,21 +1,26 @@
-"""render (FluidSynth -> WAV), mux (ffmpeg) and report.png, on inputs the tests make themselves."""
+"""render (FluidSynth -> WAV), loudness, mux (ffmpeg), the ffmpeg runner (bgmgen.core.ffmpeg) and
+report.png, on inputs the tests make themselves."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
 import subprocess
+from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from media import analysis_for  # tests/media.py (see conftest)
 
+from bgmgen.audio import loudness, render
 from bgmgen.audio import mux as mux_mod
-from bgmgen.audio import render
+from bgmgen.core import ffmpeg as ff
 from bgmgen.core.constants import SAMPLE_RATE, STEPS_PER_BEAT
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
+from bgmgen.video.probe import VideoInfo
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
@@ -30,22 +35,27 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
 
 
-def _probe(path: Path) -> SimpleNamespace:
-    """The VideoInfo attributes mux needs, read with ffprobe (independent of bgmgen.video.probe)."""
+def _probe(path: Path) -> VideoInfo:
+    """A real VideoInfo, its fields read with ffprobe here (independent of bgmgen.video.probe, so the
+    mux tests do not rest on the code they would check the output with)."""
     out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
                          capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
-    video = [s for s in data["streams"] if s["codec_type"] == "video"]
+    video = next(s for s in data["streams"] if s["codec_type"] == "video")
     audio = [s for s in data["streams"] if s["codec_type"] == "audio"]
     rotation = 0
-    for side in video[0].get("side_data_list", []) if video else []:
+    for side in video.get("side_data_list", []):
         rotation = int(side.get("rotation", rotation))
-    return SimpleNamespace(
-        path=str(path), duration_s=float(data["format"]["duration"]), has_audio=bool(audio),
-        video_codec=video[0]["codec_name"] if video else None,
-        audio_codec=audio[0]["codec_name"] if audio else None,
-        audio_channels=int(audio[0]["channels"]) if audio else 0, rotation=rotation,
-        start_time_s=float(data["format"].get("start_time", 0.0)), container=data["format"]["format_name"],
+    rate = video.get("avg_frame_rate", "0/1")
+    fps = float(Fraction(rate)) if rate not in ("0/0", "") else 0.0
+    duration = float(data["format"]["duration"])
+    return VideoInfo(
+        path=str(path), duration_s=duration, fps=fps, n_frames=int(video.get("nb_frames", round(duration * fps))),
+        width=int(video["width"]), height=int(video["height"]), rotation=rotation, has_audio=bool(audio),
+        audio_channels=int(audio[0]["channels"]) if audio else 0, video_codec=video["codec_name"],
+        audio_codec=audio[0]["codec_name"] if audio else None, container=data["format"]["format_name"],
+        start_time_s=float(data["format"].get("start_time", 0.0)),
+        coded_width=int(video["width"]), coded_height=int(video["height"]),
     )
 
 
@@ -184,10 +194,11 @@ def test_loudness_meter_matches_pyloudnorm():
     rng = np.random.default_rng(1)
     t = np.arange(int(3.3 * SAMPLE_RATE)) / SAMPLE_RATE
     x = np.stack([0.3 * np.sin(2 * np.pi * 440 * t) * (t > 1.0), 0.05 * rng.standard_normal(len(t))], 1)
-    ours = render.integrated_loudness(x.astype(np.float32), chunk=10_000)  # chunk boundaries off the hop grid
+    ours = loudness.integrated_loudness(x.astype(np.float32), chunk=10_000)  # chunk boundaries off the hop grid
     ref = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(x)
     assert ours == pytest.approx(ref, abs=0.05)
-    assert render.integrated_loudness(np.zeros((SAMPLE_RATE, 2), np.float32)) == float("-inf")
+    assert loudness.integrated_loudness(np.zeros((SAMPLE_RATE, 2), np.float32)) == float("-inf")
+    assert render.integrated_loudness is loudness.integrated_loudness  # render measures with the same meter
 
 
 def test_limiter_keeps_the_ceiling():
@@ -205,10 +216,11 @@ def test_limiter_keeps_the_ceiling():
 def test_chunked_processing_equals_whole_array(monkeypatch):
     rng = np.random.default_rng(0)
     x = (0.2 * rng.standard_normal((200_000, 2))).astype(np.float32)
-    monkeypatch.setattr(render, "CHUNK", 1 << 30)
-    whole = render._limit(x.copy(), 0.5), render.true_peak_dbtp(x), render.integrated_loudness(x)
-    monkeypatch.setattr(render, "CHUNK", 30_011)  # boundaries everywhere, off every grid
-    chunked = render._limit(x.copy(), 0.5), render.true_peak_dbtp(x), render.integrated_loudness(x, chunk=30_011)
+    monkeypatch.setattr(loudness, "CHUNK", 1 << 30)  # the one chunk size: meters, limiter, PCM conversion
+    whole = render._limit(x.copy(), 0.5), loudness.true_peak_dbtp(x), loudness.integrated_loudness(x)
+    monkeypatch.setattr(loudness, "CHUNK", 30_011)  # boundaries everywhere, off every grid
+    chunked = render._limit(x.copy(), 0.5), loudness.true_peak_dbtp(x), loudness.integrated_loudness(x, chunk=30_011)
+    assert np.array_equal(render._to_pcm16(x), np.round(np.clip(x * 32767.0, -32768, 32767)).astype(np.int16))
     assert np.array_equal(whole[0], chunked[0]) and np.abs(chunked[0]).max() <= 0.5
     assert whole[1] == pytest.approx(chunked[1], abs=1e-9)
     assert whole[2] == pytest.approx(chunked[2], abs=1e-9)
@@ -316,8 +328,8 @@ def test_mux_mkv_with_51_audio_and_an_awkward_path(music_wav, tmp_path):
 
 
 def test_mix_falls_back_to_music_only_when_the_original_cannot_be_mixed(videos, music_wav, tmp_path):
-    info = _probe(videos["plain.mp4"])
-    info.has_audio = True  # as if the probe had seen an audio stream ffmpeg cannot use
+    # as if the probe had seen an audio stream ffmpeg cannot use
+    info = dataclasses.replace(_probe(videos["plain.mp4"]), has_audio=True)
     res = mux_mod.mux(videos["plain.mp4"], music_wav, tmp_path / "o.mp4", info, "duck")
     assert res["mode_used"] == "replace" and "could not be mixed" in res["note"]
     assert _probe(tmp_path / "o.mp4").audio_codec == "aac"
@@ -374,6 +386,81 @@ def test_mux_errors_are_one_line(videos, music_wav, tmp_path):
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob(".tmp-*"))
 
 
+def test_mux_reads_and_writes_awkward_relative_names_as_files(videos, music_wav, tmp_path, monkeypatch):
+    """Relative names that start with a dash or look like a protocol reach ffmpeg and ffprobe as
+    `file:` URLs: read and written as local files, never as options or network addresses."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("-odd name.mp4", "http:clip.mp4"):
+        shutil.copy(videos["speech.mp4"], tmp_path / name)
+        info = _probe(tmp_path / name)
+        assert mux_mod.audio_is_audible(name, info)
+        out = "-scored " + name
+        res = mux_mod.mux(name, music_wav, out, info, "duck")
+        assert res["mode_used"] == "duck" and res["video_copied"]
+        assert abs(res["duration_s"] - info.duration_s) <= 0.1
+        assert _video_hash(tmp_path / out) == _video_hash(tmp_path / name)
+
+
+# ------------------------------------------------------------------------------------ ffmpeg runner
+
+
+def test_ffmpeg_commands_are_argument_lists_with_file_urls():
+    graph = ff.input_file("-a.mp4")["a:0"].filter("volume", "0.5").output("-", format="null")
+    args = ff.command(graph, loglevel="error", overwrite=True)
+    assert args[:6] == [ff.FFMPEG, "-nostdin", "-hide_banner", "-nostats", "-v", "error"]
+    assert all(isinstance(a, str) for a in args) and args[-1] == "-y"
+    assert args[args.index("-i") + 1] == f"file:{Path('-a.mp4').resolve()}"
+    assert ff.command(["-i", "x", "-f", "null", "-"])[4:] == ["-i", "x", "-f", "null", "-"]
+
+
+def test_ffmpeg_runner_errors_are_one_line(videos, tmp_path, monkeypatch):
+    missing = tmp_path / "gone.mp4"
+    with pytest.raises(ff.FFmpegError) as err:
+        ff.run(ff.input_file(missing).output("-", format="null"), name=missing.name, what="reading it")
+    msg = str(err.value)
+    assert msg.startswith("gone.mp4: ffmpeg failed while reading it: ") and "No such file" in msg and "\n" not in msg
+    assert err.value.returncode != 0 and "No such file" in err.value.stderr
+    assert ff.run(ff.input_file(missing).output("-", format="null"), name="x", what="y", check=False).returncode != 0
+    with pytest.raises(ff.FFmpegTimeout, match=r"^clip: ffmpeg timed out while waiting$"):
+        ff.run(["-f", "lavfi", "-i", "anullsrc", "-f", "null", "-"], name="clip", what="waiting", timeout=0.5)
+    garbage = tmp_path / "notes.mp4"
+    garbage.write_bytes(b"not a video\n" * 100)
+    with pytest.raises(ff.FFmpegError, match="notes.mp4: ffprobe cannot read it: .*Invalid data"):
+        ff.probe(garbage)
+    monkeypatch.setattr(ff, "FFMPEG", "no-such-ffmpeg")
+    monkeypatch.setattr(ff, "FFPROBE", "no-such-ffprobe")
+    graph = ff.input_file(videos["plain.mp4"]).output("-", format="null")
+    with pytest.raises(MissingDependencyError, match="no-such-ffmpeg not found on PATH; install it"):
+        ff.run(graph, name="x", what="y")
+    with pytest.raises(MissingDependencyError, match="no-such-ffmpeg not found"):
+        next(ff.pipe(graph, 1024))
+    with pytest.raises(MissingDependencyError, match="no-such-ffprobe not found"):
+        ff.probe(videos["plain.mp4"])
+    assert ff.version("no-such-ffprobe") is None
+
+
+def test_ffmpeg_probe_pipe_and_version(videos):
+    data = ff.probe(videos["speech.mp4"])
+    assert {s["codec_type"] for s in data["streams"]} == {"video", "audio"}
+    assert float(data["format"]["duration"]) == pytest.approx(4.0, abs=0.1)
+    packets = ff.probe(videos["plain.mp4"], select_streams="v:0", show_entries="packet=pts_time")["packets"]
+    assert len(packets) == 100  # 4 s at 25 fps
+    graph = ff.input_file(videos["plain.mp4"])["v:0"].filter("scale", 8, 8).output("pipe:1", format="rawvideo",
+                                                                                    pix_fmt="gray")
+    lines: list[str] = []
+    blocks = list(ff.pipe(graph, 64 * 30, stderr_lines=lines))
+    assert [len(b) for b in blocks] == [64 * 30] * 3 + [64 * 10] and lines == []
+    assert ff.version("ffprobe") and ff.version() == ff.version("ffmpeg")
+
+
+def test_only_the_runner_starts_processes():
+    """Every ffmpeg / ffprobe call goes through bgmgen.core.ffmpeg: no other module imports subprocess."""
+    package = Path(ff.__file__).resolve().parents[1]
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                   if "import subprocess" in p.read_text(encoding="utf-8"))
+    assert users == ["core/ffmpeg.py"]
+
+
 # ------------------------------------------------------------------------------------ report
 
 
@@ -385,22 +472,18 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_report_png(tmp_path):
     from bgmgen.app.report import step_times, write_report
+    from bgmgen.music.plan import PlanOptions, make_plan
+    from bgmgen.video.result import Keyframes
 
     rng = np.random.default_rng(0)
     duration, cuts = 12.5, [3.0, 6.5, 10.0]
-    shots = list(zip([0.0, *cuts], [*cuts, duration]))
-    keyframes = rng.integers(0, 255, size=(len(shots), 90, 160, 3), dtype=np.uint8)
-    times = np.arange(0, duration, 1 / 25)
-    analysis = SimpleNamespace(
-        info=SimpleNamespace(path="/videos/holiday.mp4", duration_s=duration), cuts_s=cuts, shots=shots,
-        motion_times_s=times, motion=np.clip(0.5 + 0.5 * np.sin(times), 0, 1), onsets=[(1.0, 0.4), (7.0, 0.9)],
-        keyframes=keyframes, keyframe_times_s=[(a + b) / 2 for a, b in shots])
-    bpm = 96.0
-    beats = np.arange(int(duration * bpm / 60)) * 60 / bpm
-    plan = SimpleNamespace(bpm=bpm, n_bars=len(beats) // 4, duration_s=duration, beat_times_s=beats,
-                           downbeat_times_s=beats[::4], density=rng.random(len(beats)),
-                           accent=(rng.random(len(beats)) > 0.7).astype(float), key="D major", mood="calm")
-    n_steps = len(beats) * STEPS_PER_BEAT
+    analysis = analysis_for(duration, cuts, path="/videos/holiday.mp4", onsets=[(1.0, 0.4), (7.0, 0.9)])
+    analysis = dataclasses.replace(analysis, motion=np.clip(0.5 + 0.5 * np.sin(analysis.motion_times_s), 0, 1))
+    # one per shot at display aspect, as the analysis delivers them (Keyframes.frames)
+    keyframes = Keyframes(rng.integers(0, 255, size=(len(analysis.shots), 90, 160, 3), dtype=np.uint8))
+    plan = make_plan(analysis, PlanOptions(tempo=96, mood="calm"))
+    beats = plan.beat_times_s[:-1]
+    n_steps = plan.n_beats * STEPS_PER_BEAT
     roll = np.zeros((2, n_steps, 128), np.float32)
     for t in range(0, n_steps, 2):
         p = 55 + (t * 7) % 24
@@ -408,9 +491,11 @@ def test_report_png(tmp_path):
         roll[1, t:t + 3, p] = 1
     np.testing.assert_allclose(step_times(plan, n_steps)[::STEPS_PER_BEAT][: len(beats)], beats)
     png = tmp_path / "report.png"
-    write_report(png, analysis, plan, roll)
+    write_report(png, analysis, plan, roll, keyframes.frames)
     w, h = _png_size(png)
     assert (w, h) == (1400, 900)
     assert 30_000 < png.stat().st_size < 3_000_000
-    write_report(tmp_path / "empty.png", analysis, plan, np.zeros_like(roll))  # no notes: still a report
+    write_report(tmp_path / "no_pictures.png", analysis, plan, roll)  # keyframes not delivered: no pictures
+    assert png.stat().st_size > (tmp_path / "no_pictures.png").stat().st_size + 20_000  # the pictures are drawn
+    write_report(tmp_path / "empty.png", analysis, plan, np.zeros_like(roll), keyframes.frames)  # no notes
     assert _png_size(tmp_path / "empty.png") == (1400, 900)

@@ -1,4 +1,5 @@
-"""semantic.py: CLIP, BLIP, the sentence encoder and the mood, through their real code paths.
+"""semantic.py (clip.py, captions.py, text.py, weights_lookup.py): CLIP, BLIP, the sentence encoder
+and the mood, through their real code paths.
 
 CLIP and BLIP run as tiny random-weight models of the real classes, written to temporary files
 (safetensors / weights-only torch checkpoints / save_pretrained folders) and loaded through the
@@ -7,17 +8,23 @@ CLIP and BLIP run as tiny random-weight models of the real classes, written to t
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bgmgen.core.errors import MissingDependencyError
+from bgmgen.video import captions as CAP
+from bgmgen.video import clip as CLIP
 from bgmgen.video import semantic as S
-from bgmgen.video.analysis import AnalysisOptions
+from bgmgen.video import weights_lookup as W
 from bgmgen.video.moods import MOODS
+from bgmgen.video.options import BLIP_REPO, AnalysisOptions
 
 TINY_CLIP = "bgmgen-test-tiny-clip"
 NO_HUB = "bgmgen-test/does-not-exist"
@@ -217,8 +224,8 @@ def test_blip_captions_through_real_generate(tiny_blip):
     assert models.blip_status.startswith("loaded from") and "int8" in models.blip_status  # CPU default
     assert models.weight_files["blip"].endswith("model.safetensors")
     assert caps == S.caption_frames(models, frames)  # deterministic
-    # int8 and fp32 both run the real generate (the knob an options field `blip_int8` can set).
-    fp32 = S.SemanticModels(dataclasses.replace(_blip_options(tiny_blip["dir"])))
+    # int8 and fp32 both run the real generate (SemanticModels.blip_int8 is the knob).
+    fp32 = S.SemanticModels(_blip_options(tiny_blip["dir"]))
     fp32.blip_int8 = False
     caps32 = S.caption_frames(fp32, frames)
     assert len(caps32) == 3 and "int8" not in fp32.blip_status
@@ -226,14 +233,14 @@ def test_blip_captions_through_real_generate(tiny_blip):
 
 def test_blip_caption_cap_and_mood_from_captions(tiny_blip):
     models = S.SemanticModels(_blip_options(tiny_blip["party"]))
-    n = S.MAX_CAPTIONS + 3
+    n = CAP.MAX_CAPTIONS + 3
     durations = [1.0] * n
     durations[-1] = 9.0  # the longest shot is always captioned
     caps = S.caption_frames(models, _frames(n, size=40), durations=durations)
     assert len(caps) == n
     done = [i for i, c in enumerate(caps) if c]
-    assert len(done) == S.MAX_CAPTIONS and n - 1 in done
-    assert done == S.select_caption_indices(n, durations)
+    assert len(done) == CAP.MAX_CAPTIONS and n - 1 in done
+    assert done == CAP.select_caption_indices(n, durations)
     assert all(set(caps[i].split()) <= {"people", "dancing", "party"} and "dancing" in caps[i] for i in done)
     emb = S.embed_texts(models, caps)
     assert np.all(np.linalg.norm(emb[[i for i in range(n) if i not in done]], axis=1) == 0)
@@ -253,9 +260,9 @@ def test_blip_missing_weights_fallback():
 
 
 def test_select_caption_indices():
-    assert S.select_caption_indices(3, None, 8) == [0, 1, 2]
-    assert S.select_caption_indices(20, None, 5) == [0, 5, 10, 14, 19]
-    assert S.select_caption_indices(5, [1, 5, 2, 5, 3], 2) == [1, 3]
+    assert CAP.select_caption_indices(3, None, 8) == [0, 1, 2]
+    assert CAP.select_caption_indices(20, None, 5) == [0, 5, 10, 14, 19]
+    assert CAP.select_caption_indices(5, [1, 5, 2, 5, 3], 2) == [1, 3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,16 +346,16 @@ def test_uncaptioned_video_falls_through_to_picture_statistics(text_models):
 def test_hub_probe_fails_fast_for_an_unreachable_endpoint(monkeypatch):
     from huggingface_hub import constants
 
-    monkeypatch.setattr(S, "_HUB_STATE", {})
-    assert S.hub_reachable() == (False, "HF_HUB_OFFLINE is set")
+    monkeypatch.setattr(W, "_HUB_STATE", {})
+    assert W.hub_reachable() == (False, "HF_HUB_OFFLINE is set")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://bgmgen-test.invalid")
     t0 = time.perf_counter()
-    ok, why = S.hub_reachable()
+    ok, why = W.hub_reachable()
     assert not ok and "bgmgen-test.invalid" in why
-    assert time.perf_counter() - t0 < S.HUB_PROBE_TIMEOUT_S + 1
+    assert time.perf_counter() - t0 < W.HUB_PROBE_TIMEOUT_S + 1
 
 
 def test_cut_spikes_do_not_make_a_still_video_move():
@@ -362,14 +369,14 @@ def test_known_clip_hub_table_matches_open_clip():
     # The absent-weights fast path decides without importing open_clip; its table must be open_clip's.
     import open_clip
 
-    for (name, tag), hub in S.CLIP_HF_HUB.items():
+    for (name, tag), hub in CLIP.CLIP_HF_HUB.items():
         assert open_clip.get_pretrained_cfg(name, tag)["hf_hub"] == hub
 
 
 def test_clip_found_in_hf_cache_by_the_fast_path(tmp_path, monkeypatch):
     # A file placed where huggingface_hub's cache layout puts it is found (no fallback), so the fast
     # absent check cannot hide weights that are there.
-    repo, names = S._clip_hub_files(S.CLIP_HF_HUB["ViT-B-32", "openai"])
+    repo, names = CLIP.clip_hub_files(CLIP.CLIP_HF_HUB["ViT-B-32", "openai"])
     snap = tmp_path / ("models--" + repo.replace("/", "--")) / "snapshots" / "abc123"
     snap.mkdir(parents=True)
     (snap / names[-1]).write_bytes(b"x")
@@ -378,7 +385,7 @@ def test_clip_found_in_hf_cache_by_the_fast_path(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
 
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
-    assert S._hf_cached_file(repo, names) == str(snap / names[-1])
+    assert W.hf_cached_file(repo, names) == str(snap / names[-1])
 
 
 def test_analysis_cache_key_notices_weights_that_appear_later(tmp_path, monkeypatch):
@@ -398,7 +405,7 @@ def test_analysis_cache_key_notices_weights_that_appear_later(tmp_path, monkeypa
     assert S.cached_weight_sources(options) == {"clip": None, "blip": None}
     assert cache_key(video, options) == before
 
-    repo, names = S._clip_hub_files(S.CLIP_HF_HUB["ViT-B-32", "openai"])
+    repo, names = CLIP.clip_hub_files(CLIP.CLIP_HF_HUB["ViT-B-32", "openai"])
     root = hub / ("models--" + repo.replace("/", "--"))
     (root / "snapshots" / "abc123").mkdir(parents=True)
     (root / "snapshots" / "abc123" / names[0]).write_bytes(b"x")
@@ -409,3 +416,44 @@ def test_analysis_cache_key_notices_weights_that_appear_later(tmp_path, monkeypa
     # An explicit path is keyed by the path itself, not by the HF cache.
     explicit = AnalysisOptions(clip_weights=str(tmp_path / "clip.safetensors"))
     assert "clip" not in S.cached_weight_sources(explicit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: one options type, no cycle, one BLIP repo name, one int8 helper
+# ---------------------------------------------------------------------------------------------
+
+
+def test_semantic_does_not_import_the_analysis():
+    """semantic reads AnalysisOptions from video/options.py: importing it never pulls analysis in."""
+    code = ("import sys, bgmgen.video.semantic, bgmgen.video.clip, bgmgen.video.captions, bgmgen.video.text; "
+            "print(sorted(m for m in sys.modules if m.startswith('bgmgen.video.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "bgmgen.video.analysis" not in out and "bgmgen.video.options" in out, out
+
+
+def test_blip_repo_is_written_once():
+    root = Path(S.__file__).resolve().parents[1]
+    hits = [p for p in root.rglob("*.py") if BLIP_REPO in p.read_text(encoding="utf-8")]
+    assert [p.relative_to(root).as_posix() for p in hits] == ["video/options.py"]
+    assert AnalysisOptions().blip_model == BLIP_REPO
+
+
+def test_no_getattr_on_options_in_the_semantic_modules():
+    root = Path(S.__file__).resolve().parent
+    for name in ("semantic.py", "clip.py", "captions.py", "text.py", "analysis.py", "result.py"):
+        text = (root / name).read_text(encoding="utf-8")
+        assert not re.search(r"getattr\((options|opts|self\.options|sem|analysis)\b", text), name
+
+
+def test_quantize_linear_int8_is_the_shared_helper():
+    import torch
+
+    from bgmgen.core.quantize import quantize_linear_int8
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x = torch.randn(3, 8)
+    ref = net(x)
+    q = quantize_linear_int8(net)
+    assert q is net and "quantized" in type(q[0]).__module__ and "quantized" in type(q[2]).__module__
+    assert torch.allclose(q(x), ref, atol=0.1)

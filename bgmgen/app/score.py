@@ -148,11 +148,12 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     # detector, scipy.signal for the loudness meter (~1 s each here), matplotlib for the report.
     threading.Thread(target=_prewarm_imports, name="prewarm-imports", daemon=True).start()
     with sw.stage("analysis", stage_cb):
-        an = analysis_mod.analyse_video(str(path), opts.analysis_options(), models=models,
-                                        progress=lambda s: stage_cb(f"analysis: {s}"))
-    for stage, reason in sorted((an.fallbacks or {}).items()):
+        # The report keyframes may still be decoding (in the background) when the analysis returns.
+        an, keyframe_job = analysis_mod.analyse_video_with_keyframes(
+            str(path), opts.analysis_options(), models=models, progress=lambda s: stage_cb(f"analysis: {s}"))
+    for stage, reason in sorted(an.fallbacks.items()):
         ctx.note(f"{stage}: {reason}", console)
-    for w in an.warnings or []:
+    for w in an.warnings:
         say(console, f"[yellow]warning:[/] {escape(path.name)}: {escape(w)}")
 
     model = ctx.music_model()
@@ -161,13 +162,11 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
 
         music_plan = plan_mod.make_plan(an, PlanOptions(tempo=opts.tempo, mood=opts.mood, seed=opts.seed))
     # Every sampler setting is explicit here, so run.json records what was used, not just what was asked.
-    gen_kw: dict[str, Any] = {
-        "seed": opts.seed,
-        "steps": generate.DEFAULT_STEPS if opts.steps is None else opts.steps,
-        "guidance": generate.DEFAULT_GUIDANCE if opts.guidance is None else opts.guidance,
-        "strict_groove": not opts.loose_groove}
+    settings = generate.SamplerSettings.with_overrides(
+        steps=opts.steps, guidance=opts.guidance, strict_groove=not opts.loose_groove, order=opts.order,
+        temperature=opts.temperature)
     with sw.stage("generate", stage_cb):
-        roll = generate.generate_roll(model, music_plan, **gen_kw)
+        roll = generate.generate_roll(model, music_plan, seed=opts.seed, settings=settings)
     with sw.stage("midi", stage_cb):
         pm = midi.roll_to_midi(roll, music_plan)
 
@@ -188,11 +187,12 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             pm.write(str(tmp / names["midi"]))
         # The report is drawn in a worker thread while FluidSynth and ffmpeg (which release the GIL)
         # render and mux: about a second less wall time per video.
-        def draw_report() -> float:
+        def draw_report() -> tuple[float, analysis_mod.Keyframes]:
             t0 = time.perf_counter()
-            an.wait_keyframes()  # decoded in the background since the analysis ended, when deferred
-            report.write_report(str(tmp / names["report"]), an, music_plan, midi.midi_to_roll(pm, music_plan))
-            return time.perf_counter() - t0
+            keyframes = keyframe_job.result()  # decoded in the background since the analysis ended, when deferred
+            report.write_report(str(tmp / names["report"]), an, music_plan, midi.midi_to_roll(pm, music_plan),
+                                keyframes.frames)
+            return time.perf_counter() - t0, keyframes
 
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="report") as pool:
             drawn = pool.submit(draw_report)
@@ -203,7 +203,10 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             with sw.stage("mux", stage_cb):
                 mux_info = mux.mux(str(path), str(tmp / names["wav"]), str(tmp / names["video"]), info, mix)
             with sw.stage("report_wait", stage_cb):
-                sw.timings["report"] = round(drawn.result(), 4)  # re-raises the report's error, if any
+                report_s, keyframes = drawn.result()  # re-raises the report's (or the keyframes') error
+                sw.timings["report"] = round(report_s, 4)
+        # The analysis as its cache entry records it: with the background keyframe decode's timing and warnings.
+        analysis_json = keyframes.record(an)
 
         weight_files = dict(models.weight_files)
         weight_files["music_model"] = str(model.path)
@@ -211,8 +214,8 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         with sw.stage("hash_weights", stage_cb):
             weights = hash_weights(weight_files, ctx.hashes)
             weights["music_model"]["sha256_reported_by_model"] = model.sha256
-        fallbacks = dict(an.fallbacks or {})
-        timings = {f"analysis.{k}": v for k, v in (an.timings_s or {}).items()}
+        fallbacks = dict(an.fallbacks)
+        timings = {f"analysis.{k}": v for k, v in {**an.timings_s, **keyframes.timings_s}.items()}
         timings.update(sw.timings)
         timings.update(ctx.load_timings)
         timings["total"] = round(time.perf_counter() - t_start, 4)
@@ -228,7 +231,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             "seed": opts.seed,
             "input": ident,
             "video": info.to_json(),
-            "analysis": an.to_json(),
+            "analysis": analysis_json,
             "plan": plan_json,
             "tempo_bpm": plan_json.get("bpm"),
             "bar_grid": {
@@ -237,23 +240,23 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
                 "n_beats": plan_json.get("n_beats"),
                 "downbeat_times_s": plan_json.get("downbeat_times_s"),
             },
-            "shots": (an.to_json() or {}).get("shots"),
+            "shots": analysis_json["shots"],
             "captions": an.captions,
             "mix": {"mode": mix, "reason": mix_reason},
             "music_model": {"path": str(model.path), "sha256": model.sha256, "meta": model.meta,
                             "device": str(model.device)},
-            "generation": {**gen_kw, "guide_groups": list(generate.DEFAULT_GUIDE_GROUPS),
-                           "precision": model.precision, "threads": generate.sampler_thread_count()},
+            "generation": {"seed": opts.seed, **settings.to_json(), "precision": model.precision,
+                           "threads": generate.sampler_thread_count()},
             "render": render_info,
             "mux": mux_info,
             "weights": weights,
             "fallbacks": fallbacks,
-            "warnings": list(an.warnings or []),
+            "warnings": list(analysis_json["warnings"]),
             "timings_s": timings,
             "outputs": dict(names),
         }
         dump_json(run, tmp / names["run"])
     ctx.hashes.save()
     return {"duration_s": info.duration_s, "bpm": plan_json.get("bpm"), "key": plan_json.get("key"),
-            "mood": plan_json.get("mood"), "mix": mix, "cuts": len(an.cuts_s or []),
+            "mood": plan_json.get("mood"), "mix": mix, "cuts": len(an.cuts_s),
             "timings": timings}

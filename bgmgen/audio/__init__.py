@@ -1,5 +1,8 @@
-"""audio: MIDI -> sound -> video - render (FluidSynth with a SoundFont, loudness to a target) and
-mux (ffmpeg: replace, keep-and-mix or duck under the original sound).
+"""audio: MIDI -> sound -> video - render (MIDI -> WAV with FluidSynth and a SoundFont, normalised to
+a loudness target), loudness (the integrated-loudness and true-peak meters render uses) and mux
+(the WAV into the video as MP4: replace, keep-and-mix or duck under the original sound; ffmpeg graphs
+built with ffmpeg-python and run by bgmgen.core.ffmpeg).
 
-May import: bgmgen.core, and bgmgen.video.probe for VideoInfo.
+May import: bgmgen.core, bgmgen.video.probe (VideoInfo, for annotations only); numpy, ffmpeg-python,
+and on use pyfluidsynth, mido, scipy and pyloudnorm.
 """

@@ -8,7 +8,8 @@ so 16-bit output would throw away resolution before normalisation).
 Post-processing, in order: trim/pad to exactly `duration_s`, fade in/out, gain to the target
 integrated loudness (ITU-R BS.1770-4, gated), a look-ahead peak limiter only when the gain would
 push the true peak above the ceiling, a final true-peak check (4x oversampling) that lowers the gain
-if needed, 16-bit PCM. The reported figures are measured on the samples actually written.
+if needed, 16-bit PCM. The reported figures are measured on the samples actually written; the meters
+(integrated loudness, true peak) are in `loudness`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bgmgen.audio import loudness
+from bgmgen.audio.loudness import PCM16_SCALE, integrated_loudness, sample_magnitude, true_peak_dbtp
 from bgmgen.core.assets import checkout_soundfont_dir
 from bgmgen.core.constants import SAMPLE_RATE, TARGET_LUFS, TRUE_PEAK_DBTP
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
@@ -48,12 +51,6 @@ RENDER_BLOCK = 4096  # samples per synthesizer read between events
 LIMITER_LOOKAHEAD_S = 0.005
 LIMITER_HOLD_S = 0.050
 SAMPLE_PEAK_MARGIN_DB = 0.5  # the limiter aims this far below the true-peak ceiling
-LOUDNESS_BLOCK_S = 0.400  # BS.1770 gating block
-LOUDNESS_HOP_S = 0.100  # 75 % overlap
-ABS_GATE_LUFS = -70.0
-REL_GATE_LU = -10.0
-TRUE_PEAK_OVERSAMPLE = 4
-TRUE_PEAK_SEARCH_DB = 6.0
 LIMITER_PASSES = 8
 LOUDNESS_TOLERANCE_LU = 0.05
 MIN_FADE_FRACTION = 1.0 / 3.0  # a fade never takes more than a third of a very short clip
@@ -244,130 +241,6 @@ def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool) 
         synth.delete()
 
 
-# ----------------------------------------------------------------------------- measurement
-
-
-PCM16_SCALE = 32767.0
-CHUNK = 1 << 20  # samples per chunk when walking long renders (keeps temporaries small)
-
-
-def _as_2d(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio)
-    return audio[:, None] if audio.ndim == 1 else audio
-
-
-def _float64(audio: np.ndarray, lo: int, hi: int, ch=slice(None)) -> np.ndarray:
-    """audio[lo:hi, ch] as float64 in [-1, 1] (16-bit PCM is scaled), without converting the whole array."""
-    seg = audio[lo:hi, ch].astype(np.float64)
-    if audio.dtype == np.int16:
-        seg /= PCM16_SCALE
-    return seg
-
-
-def _sample_magnitude(audio: np.ndarray) -> np.ndarray:
-    """max |sample| over channels, per sample, as float32 (computed chunk by chunk)."""
-    mag = np.empty(len(audio), dtype=np.float32)
-    for lo in range(0, len(audio), CHUNK):
-        hi = min(len(audio), lo + CHUNK)
-        mag[lo:hi] = np.abs(_float64(audio, lo, hi)).max(axis=1)
-    return mag
-
-
-def _k_weighting_coeffs(rate: int):
-    from pyloudnorm.iirfilter import IIRfilter  # noqa: PLC0415
-
-    # The BS.1770 K-weighting stages exactly as pyloudnorm's Meter defines them.
-    stages = (IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf"), IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"))
-    return [(np.asarray(s.b, dtype=np.float64), np.asarray(s.a, dtype=np.float64), float(s.passband_gain)) for s in stages]
-
-
-def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int = 1 << 20) -> float:
-    """BS.1770-4 gated integrated loudness (LUFS) of [n, channels] audio, in chunks (constant memory).
-
-    Returns -inf for silence. Clips shorter than one 400 ms block are measured looped to 1 s.
-    """
-    from scipy.signal import lfilter, lfilter_zi  # noqa: PLC0415
-
-    audio = _as_2d(audio)
-    block = int(round(LOUDNESS_BLOCK_S * rate))
-    hop = int(round(LOUDNESS_HOP_S * rate))
-    if len(audio) < block:
-        if len(audio) == 0:
-            return float("-inf")
-        audio = np.tile(audio, (int(np.ceil(rate / len(audio))), 1))
-    coeffs = _k_weighting_coeffs(rate)
-    n, n_ch = audio.shape
-    hops_per_block = block // hop
-    n_hops = n // hop
-    hop_energy = np.zeros((n_ch, n_hops), dtype=np.float64)
-    for ch in range(n_ch):
-        states = [lfilter_zi(b, a) * 0.0 for b, a, _ in coeffs]
-        carry = np.zeros(0)
-        for start in range(0, n_hops * hop, chunk):
-            seg = _float64(audio, start, min(start + chunk, n_hops * hop), ch)
-            for i, (b, a, g) in enumerate(coeffs):
-                seg, states[i] = lfilter(b, a, seg, zi=states[i])
-                seg = seg * g
-            seg = np.concatenate([carry, seg])
-            whole = (len(seg) // hop) * hop
-            first = (start - len(carry)) // hop
-            sq = np.square(seg[:whole]).reshape(-1, hop).sum(axis=1)
-            hop_energy[ch, first:first + len(sq)] = sq
-            carry = seg[whole:]
-    n_blocks = n_hops - hops_per_block + 1
-    if n_blocks <= 0:
-        return float("-inf")
-    csum = np.concatenate([np.zeros((n_ch, 1)), np.cumsum(hop_energy, axis=1)], axis=1)
-    z = (csum[:, hops_per_block:hops_per_block + n_blocks] - csum[:, :n_blocks]) / block  # [ch, blocks]
-    weights = np.array([1.0, 1.0, 1.0, 1.41, 1.41][:n_ch] + [1.0] * max(0, n_ch - 5))[:, None]
-    power = (weights * z).sum(axis=0)
-    with np.errstate(divide="ignore"):
-        block_lufs = -0.691 + 10.0 * np.log10(power)
-    gated = block_lufs >= ABS_GATE_LUFS
-    if not gated.any():
-        return float("-inf")
-    rel = -0.691 + 10.0 * np.log10(power[gated].mean()) + REL_GATE_LU
-    gated &= block_lufs > rel
-    if not gated.any():
-        return float("-inf")
-    return float(-0.691 + 10.0 * np.log10(power[gated].mean()))
-
-
-def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, block: int = 4096) -> float:
-    """Maximum absolute value after `oversample`x polyphase upsampling, in dBTP.
-
-    Only blocks whose sample peak lies within TRUE_PEAK_SEARCH_DB of the overall sample peak are
-    oversampled (an inter-sample peak more than 6 dB above its neighbouring samples needs
-    pathological, near-Nyquist signals), which keeps this fast and memory-light on long renders."""
-    from scipy.signal import resample_poly  # noqa: PLC0415
-
-    audio = _as_2d(audio)
-    n = len(audio)
-    if n == 0:
-        return float("-inf")
-    mag = _sample_magnitude(audio)
-    sample_peak = float(mag.max())
-    if sample_peak <= 0:
-        return float("-inf")
-    n_blocks = -(-n // block)
-    block_peak = np.pad(mag, (0, n_blocks * block - n)).reshape(n_blocks, block).max(axis=1)
-    candidates = np.flatnonzero(block_peak >= sample_peak * 10.0 ** (-TRUE_PEAK_SEARCH_DB / 20.0))
-    pad = 256  # filter context on each side of a block
-    peak = sample_peak
-    run_start = None
-    for i, b in enumerate(candidates):  # merge consecutive candidate blocks into one call
-        if run_start is None:
-            run_start = b
-        if i + 1 < len(candidates) and candidates[i + 1] == b + 1:
-            continue
-        s0, s1 = run_start * block, min(n, (b + 1) * block)
-        lo, hi = max(0, s0 - pad), min(n, s1 + pad)
-        up = resample_poly(_float64(audio, lo, hi), oversample, 1, axis=0)
-        peak = max(peak, float(np.abs(up[(s0 - lo) * oversample:(s1 - lo) * oversample]).max(initial=0.0)))
-        run_start = None
-    return 20.0 * np.log10(peak)
-
-
 # ------------------------------------------------------------------------------- processing
 
 
@@ -405,10 +278,11 @@ def _limit(audio: np.ndarray, ceiling_lin: float) -> np.ndarray:
     margin = half + shift + radius + 1
     gain = np.ones(n, dtype=np.float32)
     limited = False
-    for lo in range(0, n, CHUNK):  # gains from the untouched signal first, then apply
-        hi = min(n, lo + CHUNK)
+    chunk = loudness.CHUNK
+    for lo in range(0, n, chunk):  # gains from the untouched signal first, then apply
+        hi = min(n, lo + chunk)
         a, b = max(0, lo - margin), min(n, hi + margin)
-        need = _sample_magnitude(audio[a:b])
+        need = sample_magnitude(audio[a:b])
         if need.max(initial=0.0) <= ceiling_lin:
             continue
         limited = True
@@ -423,18 +297,19 @@ def _limit(audio: np.ndarray, ceiling_lin: float) -> np.ndarray:
         np.minimum(g, need, out=g)  # exact guarantee after float rounding
         gain[lo:hi] = g[lo - a:hi - a]
     if limited:
-        for lo in range(0, n, CHUNK):
-            audio[lo:lo + CHUNK] *= gain[lo:lo + CHUNK, None]
+        for lo in range(0, n, chunk):
+            audio[lo:lo + chunk] *= gain[lo:lo + chunk, None]
     return audio
 
 
 def _to_pcm16(audio: np.ndarray) -> np.ndarray:
     pcm = np.empty(audio.shape, dtype=np.int16)
-    for lo in range(0, len(audio), CHUNK):
-        seg = audio[lo:lo + CHUNK] * np.float32(PCM16_SCALE)
+    chunk = loudness.CHUNK
+    for lo in range(0, len(audio), chunk):
+        seg = audio[lo:lo + chunk] * np.float32(PCM16_SCALE)
         np.round(seg, out=seg)
         np.clip(seg, -32768, 32767, out=seg)
-        pcm[lo:lo + CHUNK] = seg
+        pcm[lo:lo + chunk] = seg
     return pcm
 
 
@@ -515,6 +390,7 @@ def libfluidsynth_version() -> str | None:
 
         import fluidsynth  # noqa: F401  (pyfluidsynth loads the library)
 
+        # getattr: pyfluidsynth's private ctypes handle, not there in every version of it.
         lib = getattr(fluidsynth, "_fl", None)
         if lib is None:
             return None

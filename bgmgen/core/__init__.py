@@ -1,6 +1,8 @@
-"""core: what every stage shares and nothing else - the time grid and audio constants, user-facing
-errors, atomic files, content hashes and the cache folder, JSON output, stage timing, the ffmpeg
-runner (ffmpeg-python) and where shipped files are.
+"""core: what every stage shares and nothing else - constants (the time grid and audio constants),
+errors (user-facing, one line), files (atomic files, content hashes, the cache folder), jsonio (JSON
+output), timing (stage timers), assets (where shipped files are), ffmpeg (the one ffmpeg / ffprobe
+runner, on ffmpeg-python) and quantize (int8 dynamic quantisation; torch is imported only when it runs).
 
-May import: the standard library, numpy, ffmpeg-python, platformdirs. Never another bgmgen subpackage.
+May import: the standard library, ffmpeg-python, platformdirs (on use) and torch (quantize, on use).
+Never another bgmgen subpackage.
 """

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BEAT
+from bgmgen.music.config import LATEST_LAYOUT  # noqa: F401  (re-exported: controls.LATEST_LAYOUT)
 
 GROUPS = ("rhythm", "harmony", "key", "structure")
 DYNAMIC_GROUPS = ("rhythm",)
@@ -62,7 +63,6 @@ def _layout(version: int, groove: bool) -> Layout:
 
 
 LAYOUTS = {1: _layout(1, groove=False), 2: _layout(2, groove=True)}
-LATEST_LAYOUT = 2
 # Layout 1 names, kept for the code and tests written against it.
 GROUP_SLICES = LAYOUTS[1].slices
 PRESENT_OFFSET = LAYOUTS[1].present_offset

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from bgmgen.core.constants import (
     WINDOW_STEPS,
 )
 from bgmgen.music import controls as C
+from bgmgen.music.tokens import ACC_KEYS, ACC_REST, MEL_REST, key_shift, notes_to_roll, tokens_to_notes
 
 DEFAULT_STEPS = 25  # DDIM steps; 20, 30 and 50 give the same validation metrics with the groove imposed (MODEL_CARD)
 # Guidance amplifies the rhythm controls only (the other groups are in both branches): on 8 validation
@@ -37,6 +38,8 @@ DEFAULT_STEPS = 25  # DDIM steps; 20, 30 and 50 give the same validation metrics
 DEFAULT_GUIDANCE = 1.5
 DEFAULT_GUIDE_GROUPS = ("rhythm",)
 DEFAULT_STRICT_GROOVE = True
+DEFAULT_ORDER = "confidence"  # v3 unmasking order (masked_diffusion.MaskedScheduler)
+DEFAULT_TEMPERATURE = 1.0  # v3 softmax temperature
 
 
 @dataclass
@@ -68,13 +71,9 @@ def load_music_model(path: str | None = None, device: str = "cpu", precision: st
     if precision == "int8":
         if device != "cpu":
             raise MissingDependencyError("int8 precision runs on the CPU only; use --device cpu or fp32")
-        import warnings
+        from bgmgen.core.quantize import quantize_linear_int8
 
-        import torch
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # quantize_dynamic's deprecation notice (torchao migration)
-            denoiser = torch.ao.quantization.quantize_dynamic(denoiser, {torch.nn.Linear}, dtype=torch.qint8)
+        denoiser = quantize_linear_int8(denoiser)
     elif precision != "fp32":
         raise MissingDependencyError(f"unknown precision {precision!r}; use fp32 or int8")
     return MusicModel(denoiser, str(p), sha256_file(p), meta, device, precision)
@@ -103,18 +102,18 @@ def pad_controls(c: C.BeatControls, n_beats: int) -> C.BeatControls:
 def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed: int = 0,
                            steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
                            present: dict[str, bool] | None = None, guide_groups: tuple[str, ...] | None = None,
-                           strict_groove: bool = DEFAULT_STRICT_GROOVE, progress=None) -> np.ndarray:
+                           strict_groove: bool = DEFAULT_STRICT_GROOVE, order: str = DEFAULT_ORDER,
+                           temperature: float = DEFAULT_TEMPERATURE, progress=None) -> np.ndarray:
     """Roll (2, n_beats * 4, 128) in {0, 1} for the given per-beat controls.
 
     Classifier-free guidance pushes away from a branch in which `guide_groups` are dropped (default
     DEFAULT_GUIDE_GROUPS); groups not listed are in both branches, so they act at guidance 1.
     strict_groove (when the controls carry a groove and the rhythm group is present): no onset on
-    a sixteenth the groove leaves empty, imposed like inpainting (the onset channel of those steps
-    is known to be 0 at every denoising step; notes may still be held through them).
+    a sixteenth the groove leaves empty (v1/v2: the onset channel of those steps is known to be 0
+    at every denoising step; v3: no note may start there); notes may still be held through them.
+    order, temperature: the v3 model's unmasking order and softmax temperature (masked_diffusion).
     """
     import torch
-
-    from bgmgen.music.diffusion import ddim_sample
 
     guide_groups = DEFAULT_GUIDE_GROUPS if guide_groups is None else guide_groups
     uncond_present = {g: (present or {}).get(g, True) and g not in guide_groups for g in C.GROUPS}
@@ -122,11 +121,16 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
     n_bars = -(-n_beats // BEATS_PER_BAR)
     ctl = pad_controls(controls, max(n_bars * BEATS_PER_BAR, BEATS_PER_WINDOW))
     total_bars = max(n_bars, BARS_PER_WINDOW)
-    roll = np.zeros((ROLL_CHANNELS, total_bars * STEPS_PER_BAR, N_PITCHES), np.float32)
-    done_until = 0  # steps of `roll` already generated
+    melody_model = model.denoiser.architecture == "melody-accompaniment"
+    shift = key_shift(int(ctl.key_tonic[0])) if melody_model else 0
+    if shift:
+        ctl = ctl.transposed(shift)  # the v3 model writes in C; its notes are moved back below
+    window = (MelodyAccompanimentPiece(model, total_bars * STEPS_PER_BAR, order, temperature) if melody_model
+              else RollPiece(total_bars * STEPS_PER_BAR))
     gen = torch.Generator().manual_seed(int(seed))
     dev = model.device
     starts = window_starts(total_bars)
+    done_until = 0  # steps already generated
     with sampler_threads(), torch.inference_mode():
         for k, bar in enumerate(starts):
             b0, s0 = bar * BEATS_PER_BAR, bar * STEPS_PER_BAR
@@ -135,27 +139,79 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
             cond = torch.from_numpy(C.encode(w, present, layout))[None].to(dev)
             uncond = torch.from_numpy(C.encode(w, uncond_present, layout))[None].to(dev)
             segments = torch.from_numpy((w.phrase_id - w.phrase_id.min()).astype(np.int64))[None].to(dev)
-            known_steps = max(0, done_until - s0)  # the overlap with the previous window is inpainted
-            known_np = np.zeros((ROLL_CHANNELS, WINDOW_STEPS, N_PITCHES), np.float32)
-            mask_np = np.zeros((ROLL_CHANNELS, WINDOW_STEPS, 1), bool)
-            known_np[:, :known_steps] = roll[:, s0:s0 + known_steps]
-            mask_np[:, :known_steps] = True
-            require = None
+            on_groove = None
             if strict_groove and w.groove is not None and (present or {}).get("rhythm", True):
                 on_groove = w.groove.reshape(-1) > 0  # (128,)
-                mask_np[0, :, 0] |= ~on_groove  # onset channel known empty off the groove
-                require = torch.from_numpy(on_groove)[None].to(dev)
-            known = mask = None
-            if mask_np.any():
-                known = torch.from_numpy(known_np)[None].to(dev)
-                mask = torch.from_numpy(mask_np)[None].to(dev)
-            out = ddim_sample(model.denoiser, cond, segments, steps=steps, guidance=guidance, uncond=uncond,
-                              generator=gen, known=known, known_mask=mask, require_onset=require)
-            roll[:, s0:s0 + WINDOW_STEPS] = out[0].cpu().numpy()
+            window.sample(model, s0, known_steps=max(0, done_until - s0), cond=cond, uncond=uncond,
+                          segments=segments, steps=steps, guidance=guidance, on_groove=on_groove, generator=gen)
             done_until = s0 + WINDOW_STEPS
             if progress:
                 progress(k + 1, len(starts))
-    return clean_roll(roll[:, : n_beats * STEPS_PER_BEAT])
+    return window.roll(n_beats * STEPS_PER_BEAT, shift)
+
+
+class RollPiece:
+    """v1/v2: Gaussian DDIM windows over the merged onset/sustain roll."""
+
+    def __init__(self, n_steps: int):
+        self.full = np.zeros((ROLL_CHANNELS, n_steps, N_PITCHES), np.float32)
+
+    def sample(self, model: MusicModel, s0: int, *, known_steps: int, cond, uncond, segments, steps: int,
+               guidance: float, on_groove: np.ndarray | None, generator) -> None:
+        import torch
+
+        from bgmgen.music.diffusion import ddim_sample
+
+        dev = model.device
+        known_np = np.zeros((ROLL_CHANNELS, WINDOW_STEPS, N_PITCHES), np.float32)
+        mask_np = np.zeros((ROLL_CHANNELS, WINDOW_STEPS, 1), bool)
+        known_np[:, :known_steps] = self.full[:, s0:s0 + known_steps]
+        mask_np[:, :known_steps] = True
+        require = None
+        if on_groove is not None:
+            mask_np[0, :, 0] |= ~on_groove  # onset channel known empty off the groove
+            require = torch.from_numpy(on_groove)[None].to(dev)
+        known = mask = None
+        if mask_np.any():
+            known = torch.from_numpy(known_np)[None].to(dev)
+            mask = torch.from_numpy(mask_np)[None].to(dev)
+        out = ddim_sample(model.denoiser, cond, segments, steps=steps, guidance=guidance, uncond=uncond,
+                          generator=generator, known=known, known_mask=mask, require_onset=require)
+        self.full[:, s0:s0 + WINDOW_STEPS] = out[0].cpu().numpy()
+
+    def roll(self, n_steps: int, shift: int) -> np.ndarray:
+        return clean_roll(self.full[:, :n_steps])
+
+
+class MelodyAccompanimentPiece:
+    """v3: masked-diffusion windows over melody tokens and accompaniment states (in C)."""
+
+    def __init__(self, model: MusicModel, n_steps: int, order: str, temperature: float):
+        self.melody = np.full(n_steps, MEL_REST, np.int64)
+        self.accompaniment = np.full((n_steps, ACC_KEYS), ACC_REST, np.int64)
+        self.order, self.temperature = order, temperature
+
+    def sample(self, model: MusicModel, s0: int, *, known_steps: int, cond, uncond, segments, steps: int,
+               guidance: float, on_groove: np.ndarray | None, generator) -> None:
+        import torch
+
+        from bgmgen.music.masked_diffusion import MaskedScheduler, sample
+
+        dev = model.device
+        scheduler = MaskedScheduler(steps=steps, order=self.order, temperature=self.temperature)
+        mel = torch.from_numpy(self.melody[s0:s0 + WINDOW_STEPS].copy())[None].to(dev)
+        acc = torch.from_numpy(self.accompaniment[s0:s0 + WINDOW_STEPS].copy())[None].to(dev)
+        no_onset = None if on_groove is None else torch.from_numpy(~on_groove)[None].to(dev)
+        mel, acc = sample(model.denoiser, cond, segments, scheduler, guidance=guidance, uncond=uncond,
+                          generator=generator, known_melody=mel, known_acc=acc, known_steps=known_steps,
+                          no_onset=no_onset)
+        self.melody[s0:s0 + WINDOW_STEPS] = mel[0].cpu().numpy()
+        self.accompaniment[s0:s0 + WINDOW_STEPS] = acc[0].cpu().numpy()
+
+    def roll(self, n_steps: int, shift: int) -> np.ndarray:
+        """The notes as sampled (tokens.tokens_to_notes), moved back to the plan's key, as a roll."""
+        notes = tokens_to_notes(self.melody[:n_steps], self.accompaniment[:n_steps], shift)
+        return notes_to_roll(notes, n_steps)
 
 
 @contextlib.contextmanager
@@ -185,13 +241,30 @@ def sampler_thread_count() -> int:
         return 1
 
 
-def generate_roll(model: MusicModel, plan, *, seed: int = 0, steps: int | None = None,
-                  guidance: float | None = None, strict_groove: bool = DEFAULT_STRICT_GROOVE,
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Every sampler setting, resolved once: the defaults live here, run.json records all of them."""
+
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    guide_groups: tuple[str, ...] = DEFAULT_GUIDE_GROUPS
+    strict_groove: bool = DEFAULT_STRICT_GROOVE
+    order: str = DEFAULT_ORDER  # v3 models only
+    temperature: float = DEFAULT_TEMPERATURE  # v3 models only
+
+    @classmethod
+    def with_overrides(cls, **given) -> "SamplerSettings":
+        """The defaults, with the settings a user gave (None = not given)."""
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "guide_groups": list(self.guide_groups)}
+
+
+def generate_roll(model: MusicModel, plan, *, seed: int = 0, settings: SamplerSettings = SamplerSettings(),
                   progress=None) -> np.ndarray:
     """Contract entry point (docs/CONTRACTS.md): MusicPlan -> roll (2, n_beats * 4, 128) in {0, 1}."""
-    return generate_from_controls(model, plan.controls, seed=seed, steps=steps or DEFAULT_STEPS,
-                                  guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
-                                  strict_groove=strict_groove, progress=progress)
+    return generate_from_controls(model, plan.controls, seed=seed, **asdict(settings), progress=progress)
 
 
 def clean_roll(roll: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bgmgen.core.constants import WINDOW_STEPS
+from bgmgen.music.config import UNMASKING_ORDERS
 from bgmgen.music.tokens import ACC_KEYS, ACC_ONSET, MEL_FIRST_PITCH, N_ACC_STATES, N_MELODY_TOKENS
 
 MEL_MASK = N_MELODY_TOKENS
@@ -98,7 +99,7 @@ class MaskedScheduler:
         elif self.order == "random":
             score = torch.rand((B, N), generator=generator, device=logp.device)
         else:
-            raise ValueError(f"unknown unmasking order {self.order!r}")
+            raise ValueError(f"unknown unmasking order {self.order!r}; one of {', '.join(UNMASKING_ORDERS)}")
         score = score.masked_fill(~masked, float("inf"))  # committed positions are never re-masked
         rank = score.argsort(-1).argsort(-1)  # (B, N) 0 = least confident
         still = masked & (rank < keep[:, None])

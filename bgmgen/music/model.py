@@ -1,9 +1,15 @@
-"""The denoiser: a time-axis transformer over 2x128x128 piano rolls with segment-aware cross-attention.
+"""The denoisers: time-axis transformers over 8-bar windows with segment-aware cross-attention.
 
 Why not Diff-BGM's 2-D UNet: it costs ~90 GFLOP per forward (20 minutes per 8 bars with its
-sampler on this CPU). Here each of the 128 sixteenth steps is one token carrying its 2x128
-onset/sustain values, so a forward is ~1.5 GFLOP and a guided 50-step window takes well under
-a second on two cores.
+sampler on this CPU). Here each of the 128 sixteenth steps is one token, so a forward is ~1-2
+GFLOP and a guided 25-step window takes well under a second on two cores.
+
+Two architectures share the trunk (ConditionedTransformer):
+  Denoiser (v1, v2, "roll")  a token = the 2x128 onset/sustain values of one step (one linear layer);
+                             Gaussian diffusion, x0 logits, binary cross-entropy (diffusion.py)
+  MelodyAccompanimentDenoiser (v3, "melody-accompaniment")  a token = the step's melody token
+                             embedding + its 88 accompaniment states through a pitch-axis convolution;
+                             masked diffusion, categorical outputs (masked_diffusion.py, tokens.py)
 
 Block (x L):  adaLN(t) -> self-attention over the 128 steps
               LN       -> cross-attention to the 32 beat tokens (SAC-Att mask + distance bias)
@@ -14,41 +20,21 @@ of it. A learned per-head distance penalty -softplus(a_h)*|beat_i - j| lets some
 locally (density, accents) and others across the segment (harmony, phrase position).
 Feature selector: the condition tokens are g_sem(t)*E_sem + g_dyn(t)*E_dyn. "hard" is Diff-BGM's
 switch (semantic tokens while t > threshold, dynamic tokens after); "soft" learns the two gates
-from the noise level; "none" is plain conditioning (both gates 1).
-The network predicts logits of the clean binary roll (x0), trained with binary cross-entropy.
+from the noise level (v3: the share of masked positions); "none" is plain conditioning.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from bgmgen.core.constants import BEATS_PER_WINDOW, N_PITCHES, ROLL_CHANNELS, STEPS_PER_BEAT, WINDOW_STEPS
+from bgmgen.music.config import DenoiserConfig
 from bgmgen.music.controls import DYNAMIC_GROUPS, LAYOUTS, SEMANTIC_GROUPS
 from bgmgen.music.tokens import ACC_KEYS, MEL_HOLD, N_ACC_STATES, N_MELODY_TOKENS
-
-
-@dataclass(frozen=True)
-class DenoiserConfig:
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 4
-    ff_mult: int = 4
-    segment_mask: bool = True  # SAC-Att; False = every step sees all 32 beat tokens
-    mask_context_beats: int = 1  # a step also sees tokens this many beats outside its segment
-    selector: str = "soft"  # "soft" | "hard" | "none"
-    selector_threshold: float = 0.2  # hard selector: dynamic tokens when t <= threshold (t in [0, 1])
-    controls_layout: int = 1  # controls.LAYOUTS key: 1 = the v1 model's 62 values, 2 adds the groove
-    architecture: str = "roll"  # "roll" (v1, v2) | "melody-accompaniment" (v3)
-    pitch_channels: int = 8  # v3: features per key in the pitch-axis stem and head
-    pitch_kernel: int = 13  # v3: width (semitones) of the pitch-axis convolutions
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -180,7 +166,9 @@ class Denoiser(ConditionedTransformer):
 
     architecture = "roll"
 
-    def __init__(self, config: DenoiserConfig = DenoiserConfig()):
+    def __init__(self, config: DenoiserConfig):
+        if config.architecture != self.architecture:
+            raise ValueError(f"Denoiser is the {self.architecture!r} architecture, the config names {config.architecture!r}")
         super().__init__(config)
         d = config.d_model
         self.in_proj = nn.Linear(ROLL_CHANNELS * N_PITCHES, d)
@@ -211,6 +199,9 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
     architecture = "melody-accompaniment"
 
     def __init__(self, config: DenoiserConfig):
+        if config.architecture != self.architecture:
+            raise ValueError(f"{type(self).__name__} is the {self.architecture!r} architecture, "
+                             f"the config names {config.architecture!r}")
         super().__init__(config)
         d, c, k = config.d_model, config.pitch_channels, config.pitch_kernel
         self.mel_embed = nn.Embedding(N_MELODY_TOKENS + 1, d)  # + MASK

@@ -15,12 +15,16 @@ The last bar holds the tonic after a dominant bar: the ending is a cadence (see 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bgmgen.core.constants import BEATS_PER_BAR, MAX_BPM, MIN_BPM, STEPS_PER_BAR, STEPS_PER_BEAT
 from bgmgen.music import controls as C
 from bgmgen.video.moods import DEFAULT_MOOD, MOODS, QUALITY_INTERVALS
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from bgmgen.video.result import VideoAnalysis
 
 # POP909 statistics (training songs, all tracks, sixteenth grid), printed by scripts/pop909_tables.py
 # (run it to regenerate): onsets per beat 5th..95th percentile; mean distinct onset positions and
@@ -161,7 +165,7 @@ def chord_name(root: int, quality: str) -> str:
     return f"{NOTE_NAMES[root % 12]}{'' if quality == 'maj' else quality}"
 
 
-def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
+def make_plan(analysis: VideoAnalysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
     """Fit tempo, grid, sections and per-beat controls to the analysed video (deterministic for a seed)."""
     from bgmgen.core.errors import BgmgenError
 
@@ -179,7 +183,7 @@ def make_plan(analysis, options: PlanOptions = PlanOptions()) -> MusicPlan:
 
     # Motion level 0..1: absolute energy (so a calm video stays calm) blended with the per-video curve.
     m_times = np.asarray(analysis.motion_times_s, float)
-    m_abs = np.asarray(getattr(analysis, "motion_abs", analysis.motion), float)
+    m_abs = np.asarray(analysis.motion_abs, float)
     m_rel = np.asarray(analysis.motion, float)
     abs_level = np.clip(np.log1p(m_abs) / np.log1p(20.0), 0, 1)
     level_curve = np.clip(0.6 * abs_level + 0.4 * m_rel, 0, 1)

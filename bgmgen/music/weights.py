@@ -38,10 +38,11 @@ def load_denoiser(path: str | Path, device: str = "cpu"):
     import torch
     from safetensors.torch import load_file
 
-    from bgmgen.music.model import DenoiserConfig, build_denoiser
+    from bgmgen.music.config import DenoiserConfig
+    from bgmgen.music.model import build_denoiser
 
     meta = read_meta(path)
-    model = build_denoiser(DenoiserConfig(**meta["config"]))
+    model = build_denoiser(DenoiserConfig.from_file_meta(meta["config"]))
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)
     return model.to(device).eval(), meta

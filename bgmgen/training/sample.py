@@ -14,7 +14,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bgmgen.music.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from bgmgen.music.generate import SamplerSettings
+
+SAMPLER = SamplerSettings()
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,14 @@ class SampleOptions:
     out: str = "runs/samples"
     seed: int = 0
     model: str | None = None
-    steps: int = DEFAULT_STEPS
-    guidance: float | None = None  # default: generate.DEFAULT_GUIDANCE (on generate.DEFAULT_GUIDE_GROUPS)
+    steps: int = SAMPLER.steps
+    guidance: float = SAMPLER.guidance  # on SamplerSettings.guide_groups
     loose_groove: bool = False  # True: the groove is only a condition, not imposed (the model's own rhythm)
     device: str = "cpu"
     precision: str | None = None  # fp32 | int8 (default: int8 on CPU)
     max_bars: int | None = None  # generate only the first N bars of each song (quick checks)
+    order: str = SAMPLER.order  # v3 models: unmasking order, "confidence" or "random"
+    temperature: float = SAMPLER.temperature  # v3 models: softmax temperature of the draws
 
 
 def sample_songs(o: SampleOptions, log=print) -> dict:
@@ -56,9 +60,9 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
         ctl = song.controls()
         if o.max_bars:
             ctl = ctl.slice(0, o.max_bars * 4)
-        roll = generate_from_controls(model, ctl, seed=o.seed, steps=o.steps,
-                                      guidance=DEFAULT_GUIDANCE if o.guidance is None else o.guidance,
-                                      strict_groove=not o.loose_groove)
+        settings = SamplerSettings(steps=o.steps, guidance=o.guidance, strict_groove=not o.loose_groove,
+                                   order=o.order, temperature=o.temperature)
+        roll = generate_from_controls(model, ctl, seed=o.seed, **asdict(settings))
         notes = roll_to_notes(roll)
         accent = ctl.accent / max(1.0, float(ctl.accent.max()))
         pm = notes_to_midi(notes, note_velocities(notes, accent), song.bpm)
@@ -68,10 +72,3 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
         log(f"{sid}: {len(ctl) // 4} bars, {len(notes)} notes, {time.time() - t0:.1f} s")
     (out / "sample.json").write_text(json.dumps(report, indent=1))
     return report
-
-
-def run_sample(args) -> int:
-    fields = SampleOptions.__dataclass_fields__
-    kwargs = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    sample_songs(SampleOptions(**kwargs))
-    return 0

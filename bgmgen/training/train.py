@@ -23,11 +23,13 @@ import numpy as np
 
 from bgmgen.core.constants import BARS_PER_WINDOW, BEATS_PER_BAR, N_PITCHES, STEPS_PER_BAR, STEPS_PER_BEAT
 from bgmgen.music import controls as C
+from bgmgen.music.config import DenoiserConfig
 from bgmgen.music.tokens import accompaniment_states, key_shift, melody_tokens
 
 GROUP_DROP = 0.15
 ALL_DROP = 0.10
 TRANSPOSE_RANGE = (-6, 5)
+ARCH = DenoiserConfig()
 VARIANTS = {
     "full": {},
     "no-mask": {"segment_mask": False},
@@ -48,13 +50,14 @@ class TrainOptions:
     ema_decay: float = 0.999
     seed: int = 0
     variant: str = "full"
-    controls_layout: int = C.LATEST_LAYOUT  # 1 for runs started before the groove control (v1, ablations)
-    architecture: str = "melody-accompaniment"  # "roll" for the v1/v2 Gaussian roll model
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 4
-    pitch_channels: int = 8
-    pitch_kernel: int = 13
+    # The architecture's defaults are DenoiserConfig's (music/config.py): defined once.
+    controls_layout: int = ARCH.controls_layout  # 1 for runs started before the groove control (v1, ablations)
+    architecture: str = ARCH.architecture  # "roll" for the v1/v2 Gaussian roll model
+    d_model: int = ARCH.d_model
+    n_layers: int = ARCH.n_layers
+    n_heads: int = ARCH.n_heads
+    pitch_channels: int = ARCH.pitch_channels
+    pitch_kernel: int = ARCH.pitch_kernel
     bf16: bool = False  # bf16 autocast for the forward and backward (CPUs with AVX-512 BF16)
     ckpt_every: int = 250
     stop_after: int | None = None  # stop at this step (the lr schedule still spans `steps`): equal-budget ablations
@@ -206,7 +209,7 @@ def train(o: TrainOptions, log=print) -> Path:
     from bgmgen.core.files import atomic_path
     from bgmgen.data import pop909, splits
     from bgmgen.music import diffusion, masked_diffusion
-    from bgmgen.music.model import DenoiserConfig, build_denoiser, count_parameters
+    from bgmgen.music.model import build_denoiser, count_parameters
     from bgmgen.music.weights import save_model
 
     if o.threads:
@@ -314,15 +317,3 @@ def train(o: TrainOptions, log=print) -> Path:
                     "variant": o.variant, "options": asdict(o)})
     log_file.close()
     return out / "model.safetensors"
-
-
-def run_train(args) -> int:
-    """CLI entry: argparse Namespace -> TrainOptions -> train()."""
-    from bgmgen.data.pop909 import check_dataset_dirs
-
-    check_dataset_dirs(args.data, args.structure)
-    fields = TrainOptions.__dataclass_fields__
-    kwargs = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    path = train(TrainOptions(**kwargs))
-    print(f"model written to {path}")
-    return 0

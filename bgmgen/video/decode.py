@@ -15,23 +15,24 @@ Two passes, each bounded in memory:
   motion and picture statistics do not depend on orientation.
 
 Backends: decord (fast, in-process) and, when decord cannot open a file (some webm/mkv) or fails in
-the middle of a damaged stream, an ffmpeg rawvideo pipe (argument list, no shell), which decodes what
-can be decoded. Variable-frame-rate files go through the pipe with an `fps` filter so that frame i is
-at i / fps exactly. A stream where almost nothing decodes is an `InputError`; a partly damaged one is
-analysed for what decodes, with a warning.
+the middle of a damaged stream, an ffmpeg rawvideo pipe, which decodes what can be decoded: its graph
+(input, fps / select / scale filters, raw RGB output) is built with ffmpeg-python and run by
+`bgmgen.core.ffmpeg.pipe` (argument list, no shell, the file as a `file:` URL). Variable-frame-rate
+files go through the pipe with an `fps` filter so that frame i is at i / fps exactly. A stream where
+almost nothing decodes is an `InputError`; a partly damaged one is analysed for what decodes, with a
+warning.
 """
 
 from __future__ import annotations
 
-import subprocess
-import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
 from bgmgen.core.errors import InputError
-from bgmgen.video.probe import FFMPEG, VideoInfo
+from bgmgen.core.ffmpeg import input_file, pipe
+from bgmgen.video.probe import VideoInfo
 
 SCAN_W, SCAN_H = 96, 54  # decode size of the all-frames pass (2x2 -> TransNetV2's 48x27)
 MAX_ANALYSIS_FPS = 30.0  # frame rates above this are subsampled by an integer step
@@ -132,61 +133,38 @@ def _pipe_fps(info: VideoInfo, step: int) -> float | None:
     return None
 
 
-class _Stderr(threading.Thread):
-    """Drain ffmpeg's stderr so the pipe never blocks; keep the first lines."""
-
-    def __init__(self, stream):
-        super().__init__(daemon=True)
-        self.stream, self.lines = stream, []
-
-    def run(self):
-        for raw in self.stream:
-            if len(self.lines) < 50:
-                self.lines.append(raw.decode("utf-8", "replace").strip())
-
-
-def _ffmpeg_args(info: VideoInfo, w: int, h: int, fps: float | None, select: str | None) -> list[str]:
-    filters = []
+def _ffmpeg_graph(info: VideoInfo, w: int, h: int, fps: float | None = None, select: str | None = None,
+                  frames: int | None = None):
+    """The first video stream as rgb24 at w x h on stdout, upright (ffmpeg autorotates)."""
+    video = input_file(info.path)["v:0"]
     if fps:
-        filters.append(f"fps={fps:.6f}")
+        video = video.filter("fps", f"{fps:.6f}")
     if select:
-        filters.append(f"select='{select}'")
-    filters.append(f"scale={w}:{h}")
-    return [FFMPEG, "-v", "error", "-nostdin", "-i", info.path, "-map", "0:v:0",
-            "-vf", ",".join(filters), "-fps_mode", "passthrough", "-an", "-sn", "-f", "rawvideo",
-            "-pix_fmt", "rgb24", "pipe:1"]
+        video = video.filter("select", select)
+    video = video.filter("scale", w, h)
+    # `frames`: only the first few (decord_turns' reference); else every frame as decoded, none duplicated.
+    options = {"frames:v": frames} if frames else {"fps_mode": "passthrough", "an": None, "sn": None}
+    return video.output("pipe:1", format="rawvideo", pix_fmt="rgb24", **options)
 
 
-def _read_pipe(args: list[str], frame_bytes: int, chunk: int) -> Iterator[np.ndarray]:
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = _Stderr(proc.stderr)
-    err.start()
-    try:
-        while True:
-            buf = proc.stdout.read(frame_bytes * chunk)
-            if not buf:
-                break
-            n = len(buf) // frame_bytes
-            if n:
-                yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, -1)
-            if len(buf) < frame_bytes * chunk:
-                break
-    finally:
-        proc.stdout.close()
-        proc.wait()
-        err.join(timeout=5)
-    _read_pipe.last_stderr = err.lines  # type: ignore[attr-defined]
+def _read_pipe(graph, frame_bytes: int, chunk: int, stderr_lines: list[str] | None = None) -> Iterator[np.ndarray]:
+    """[n, frame_bytes] uint8 blocks of up to `chunk` frames from the ffmpeg pipe of `graph`."""
+    for buf in pipe(graph, frame_bytes * chunk, stderr_lines=stderr_lines):
+        n = len(buf) // frame_bytes
+        if n:
+            yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, -1)
 
 
 def _iter_ffmpeg(info: VideoInfo, step: int, chunk: int, notes: list[str]) -> Iterator[FrameChunk]:
     fps = _pipe_fps(info, step)
     rate = fps or info.fps or 25.0
     eff_step = 1 if fps else step
-    args = _ffmpeg_args(info, SCAN_W, SCAN_H, fps, None)
+    graph = _ffmpeg_graph(info, SCAN_W, SCAN_H, fps)
     frame_bytes = SCAN_W * SCAN_H * 3
     src = 0
     pos = 0
-    for block in _read_pipe(args, frame_bytes, chunk * eff_step):
+    stderr_lines: list[str] = []
+    for block in _read_pipe(graph, frame_bytes, chunk * eff_step, stderr_lines):
         n = len(block)
         src_idx = np.arange(src, src + n)
         keep = src_idx % eff_step == 0
@@ -197,7 +175,7 @@ def _iter_ffmpeg(info: VideoInfo, step: int, chunk: int, notes: list[str]) -> It
         idx = src_idx[keep]
         yield FrameChunk(np.arange(pos, pos + len(idx)), idx, idx / rate, frames)
         pos += len(idx)
-    lines = [ln for ln in getattr(_read_pipe, "last_stderr", []) if ln]
+    lines = [ln for ln in stderr_lines if ln]
     if lines:
         notes.append(f"ffmpeg reported decoding errors ({lines[0][:120]})")
 
@@ -260,9 +238,7 @@ def decord_turns(info: VideoInfo) -> int:
         del vr
     except Exception:
         return k
-    ref = list(_read_pipe([FFMPEG, "-v", "error", "-nostdin", "-i", info.path, "-map", "0:v:0", "-frames:v", "1",
-                           "-vf", f"scale={side}:{side}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-                          side * side * 3, 1))
+    ref = list(_read_pipe(_ffmpeg_graph(info, side, side, frames=1), side * side * 3, 1))
     if not ref:
         return k
     upright = ref[0].reshape(side, side, 3).astype(np.int16)
@@ -315,9 +291,8 @@ def _sparse_decord(info: VideoInfo, indices: np.ndarray, w: int, h: int) -> np.n
 
 
 def _sparse_ffmpeg(info: VideoInfo, scan: ScanResult, indices: np.ndarray, w: int, h: int) -> np.ndarray:
-    select = "+".join(f"eq(n\\,{int(i)})" for i in indices)
-    args = _ffmpeg_args(info, w, h, scan.pipe_fps, select)
-    blocks = list(_read_pipe(args, w * h * 3, SPARSE_CHUNK))
+    select = "+".join(f"eq(n,{int(i)})" for i in indices)  # ffmpeg-python escapes the commas
+    blocks = list(_read_pipe(_ffmpeg_graph(info, w, h, scan.pipe_fps, select), w * h * 3, SPARSE_CHUNK))
     got = np.concatenate(blocks).reshape(-1, h, w, 3) if blocks else np.zeros((0, h, w, 3), np.uint8)
     if len(got) < len(indices):  # a frame the scan saw but the select did not deliver: repeat the last
         fill = got[-1:] if len(got) else np.zeros((1, h, w, 3), np.uint8)

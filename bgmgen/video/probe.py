@@ -1,4 +1,4 @@
-"""probe: what a video file is, read with ffprobe (through ffmpeg-python), before any decoding.
+"""probe: what a video file is, read with ffprobe before any decoding.
 
 `probe(path) -> VideoInfo`. Every way a file can be unusable ends in an `InputError` with one line:
 missing, a folder, empty, not media at all, audio only, or a video stream that yields no frame.
@@ -8,24 +8,27 @@ raw .h264 or a piped mkv carry no duration). Frame rate: the stream's average ra
 frame rate and to the 0/0 that some containers report), else its nominal rate, else packets / duration.
 Display size: coded size, times the sample aspect ratio, swapped for a quarter-turn rotation (from the
 display-matrix side data, else the legacy `rotate` tag).
+
+Both tools run through `bgmgen.core.ffmpeg`: ffprobe's JSON as ffmpeg-python's `ffmpeg.probe` asks for
+it (`core.ffmpeg.probe`, with a timeout), the first-frame check as an ffmpeg-python graph. The file is
+always passed as a `file:` URL, so a name that starts with a dash or a protocol is read as a file.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import subprocess
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from bgmgen.core.errors import InputError, MissingDependencyError
+from bgmgen.core.errors import InputError
+from bgmgen.core.ffmpeg import FFmpegError, FFmpegTimeout, input_file, run
+from bgmgen.core.ffmpeg import probe as ffprobe
 
-FFPROBE = "ffprobe"
-FFMPEG = "ffmpeg"
 PROBE_TIMEOUT_S = 120
+FIRST_FRAME_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,6 @@ class VideoInfo:
     def quarter_turns(self) -> int:
         """Counter-clockwise quarter turns (np.rot90 k) that make a decoded frame upright."""
         return (round(self.rotation / 90) % 4) if self.rotation else 0
-
-
-def _run(args: list[str], timeout: float = PROBE_TIMEOUT_S) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise MissingDependencyError(f"{args[0]} not found: install ffmpeg (apt-get install ffmpeg)") from None
 
 
 def _rate(text: str | None) -> float:
@@ -115,24 +111,27 @@ def _even(x: float) -> int:
 
 def _count_packets(path: str) -> tuple[int, float]:
     """(packet count, last packet end time in s) of the first video stream, read without decoding."""
-    proc = _run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                 "packet=pts_time,dts_time,duration_time", "-of", "csv=p=0", path])
+    try:
+        data = ffprobe(path, timeout=PROBE_TIMEOUT_S, what="counting its video packets", select_streams="v:0",
+                       show_entries="packet=pts_time,dts_time,duration_time")
+    except FFmpegTimeout:
+        raise
+    except FFmpegError:
+        return 0, 0.0
     n, end = 0, 0.0
-    for line in proc.stdout.decode("utf-8", "replace").splitlines():
-        parts = line.strip().split(",")
-        if not parts or not parts[0]:
-            continue
+    for packet in data.get("packets") or []:  # a value ffprobe has not (N/A) is left out of the JSON
         n += 1
-        t = _float(parts[0]) or (_float(parts[1]) if len(parts) > 1 else 0.0)
-        d = _float(parts[2]) if len(parts) > 2 else 0.0
-        end = max(end, t + d)
+        t = _float(packet.get("pts_time")) or _float(packet.get("dts_time"))
+        end = max(end, t + _float(packet.get("duration_time")))
     return n, end
 
 
 def _first_frame_decodes(path: str) -> bool:
     """Whether ffmpeg can turn the first video stream into at least one picture."""
-    proc = _run([FFMPEG, "-v", "error", "-nostdin", "-i", path, "-map", "0:v:0", "-frames:v", "1",
-                 "-vf", "scale=16:16", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"], timeout=60)
+    graph = (input_file(path)["v:0"].filter("scale", 16, 16)
+             .output("pipe:1", format="rawvideo", pix_fmt="gray", **{"frames:v": 1}))
+    proc = run(graph, name=path, what="decoding its first frame", timeout=FIRST_FRAME_TIMEOUT_S, check=False,
+               loglevel="error")
     return len(proc.stdout) >= 16 * 16
 
 
@@ -169,14 +168,15 @@ def _probe(path) -> VideoInfo:
     if not os.access(p, os.R_OK):
         raise InputError(f"{name}: cannot be read (permission denied); check its permissions")
 
-    proc = _run([FFPROBE, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name])
     try:
-        data = json.loads(proc.stdout.decode("utf-8", "replace") or "{}")
-    except json.JSONDecodeError:
+        data = ffprobe(name, timeout=PROBE_TIMEOUT_S)
+    except FFmpegTimeout:
+        raise
+    except FFmpegError:
         data = {}
     fmt = data.get("format") or {}
     streams = data.get("streams") or []
-    if proc.returncode != 0 or not fmt:
+    if not fmt:
         raise InputError(f"{name}: not a video file ffprobe can read; give an mp4, mov, mkv or webm video")
 
     videos = [s for s in streams if s.get("codec_type") == "video"

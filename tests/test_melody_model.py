@@ -1,0 +1,154 @@
+"""The v3 music model: melody tokens and accompaniment states in a common key, masked diffusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bgmgen.core.constants import WINDOW_STEPS
+from bgmgen.music import controls as C
+from bgmgen.music import masked_diffusion as MD
+from bgmgen.music import tokens as T
+from bgmgen.music.config import DenoiserConfig
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+POP909, STRUCTURE = SHARED / "pop909", SHARED / "pop909-structure"
+
+
+def _controls(n: int, tonic: int = 0) -> C.BeatControls:
+    groove = np.tile([[1, 0, 1, 0]], (n, 1)).astype(np.float32)
+    return C.BeatControls(
+        density=np.full(n, 4.0), positions=np.full(n, 2.0), accent=np.full(n, 2.0),
+        chord_root=np.full(n, tonic, np.int64), chord_chroma=np.roll(np.tile([1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0], (n, 1)), tonic, -1),
+        chord_bass=np.full(n, tonic, np.int64), key_tonic=np.full(n, tonic, np.int64), key_mode=np.zeros(n),
+        register=np.full(n, 62.0), phrase_id=np.repeat(np.arange(n // 16 + 1), 16)[:n],
+        phrase_pos=np.zeros(n), melodic=np.ones(n), groove=groove)
+
+
+# ---------------------------------------------------------------- representation
+def test_key_shift_moves_every_tonic_to_c_by_the_smaller_step():
+    for tonic in range(12):
+        s = T.key_shift(tonic)
+        assert (tonic + s) % 12 == 0 and -5 <= s <= 6
+
+
+def test_melody_tokens_rest_hold_and_pitch():
+    pitch = np.array([-1, 60, 60, 60, 62, -1, 64, 64], np.int16)
+    onset = np.array([0, 1, 0, 0, 1, 0, 1, 0], np.uint8)
+    tok = T.melody_tokens(pitch, onset, shift=2)
+    first = T.MEL_FIRST_PITCH - T.MELODY_LOW
+    assert tok.tolist() == [T.MEL_REST, first + 62, T.MEL_HOLD, T.MEL_HOLD, first + 64, T.MEL_REST, first + 66,
+                            T.MEL_HOLD]
+    # a window that starts inside a note: the held step becomes the note's start
+    assert T.melody_tokens(pitch[2:], onset[2:])[0] == first + 60
+
+
+def test_tokens_round_trip_to_notes_and_back():
+    mel = np.full(16, T.MEL_REST)
+    mel[0], mel[1:4] = T.MEL_FIRST_PITCH + 72 - T.MELODY_LOW, T.MEL_HOLD
+    mel[6] = T.MEL_HOLD  # a hold with nothing to hold is silence
+    acc = np.zeros((16, T.ACC_KEYS), np.int64)
+    acc[0, 48 - T.ACC_LOW], acc[1:8, 48 - T.ACC_LOW] = T.ACC_ONSET, T.ACC_SUSTAIN
+    acc[10, 40 - T.ACC_LOW] = T.ACC_SUSTAIN  # continues nothing: silence
+    notes = T.tokens_to_notes(mel, acc, shift=-3)  # moved back: +3 semitones
+    assert notes == [(0, 4, 75), (0, 8, 51)]
+    roll = T.notes_to_roll(notes, 16)
+    onset = np.zeros((16, 128))
+    sustain = np.zeros((16, 128))
+    onset[0, [75, 51]] = 1
+    sustain[1:4, 75] = sustain[1:8, 51] = 1
+    assert np.array_equal(roll[0], onset) and np.array_equal(roll[1], sustain)
+    back = T.accompaniment_states(roll[0], roll[1], shift=-3)
+    assert back[0, 48 - T.ACC_LOW] == T.ACC_ONSET and back[7, 48 - T.ACC_LOW] == T.ACC_SUSTAIN
+
+
+@pytest.mark.skipif(not (POP909 / "001").is_dir(), reason="../shared/datasets/pop909 is not here")
+def test_pop909_melody_and_accompaniment_rebuild_the_merged_roll():
+    from bgmgen.data.pop909 import load_song
+
+    song = load_song(POP909, STRUCTURE, "001")
+    shift = T.key_shift(song.key_tonic)
+    mel = T.melody_tokens(song.melody_pitch, song.melody_onset, shift)
+    acc = T.accompaniment_states(song.acc_onset, song.acc_sustain, shift)
+    roll = T.notes_to_roll(T.tokens_to_notes(mel, acc, shift), len(mel))
+    assert ((roll[0] > 0) == (song.onset > 0)).mean() > 0.999
+    assert ((roll[1] > 0) == (song.sustain > 0)).mean() > 0.999
+    assert (mel >= T.MEL_FIRST_PITCH).sum() == song.melody_onset.sum()  # one token per melody note
+
+
+# ---------------------------------------------------------------- scheduler and sampler
+def test_scheduler_commits_the_cosine_share_and_never_changes_committed_positions():
+    sched = MD.MaskedScheduler(steps=4, order="confidence")
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.full((1, 100), 9)
+    masked = torch.ones(1, 100, dtype=torch.bool)
+    tokens[0, :10], masked[0, :10] = 3, False  # given
+    for i in range(4):
+        logits = torch.randn(1, 100, 5, generator=g)
+        tokens, masked = sched.step(i, tokens, masked, logits, g)
+        assert masked.sum() == min(90, int(100 * MD.masked_share((i + 1) / 4)))
+        assert (tokens[0, :10] == 3).all()
+    assert not masked.any() and (tokens < 5).all()
+
+
+def _tiny_v3(**kw):
+    from bgmgen.music.model import MelodyAccompanimentDenoiser
+
+    torch.manual_seed(0)
+    m = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, **kw)).eval()
+    with torch.no_grad():  # zero-initialised heads would hide every dependency
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return m
+
+
+def test_training_loss_is_finite_and_only_counts_masked_positions():
+    m = _tiny_v3()
+    mel = torch.randint(0, T.N_MELODY_TOKENS, (2, WINDOW_STEPS))
+    acc = torch.randint(0, T.N_ACC_STATES, (2, WINDOW_STEPS, T.ACC_KEYS))
+    cond = torch.from_numpy(np.stack([C.encode(_controls(32), layout=m.layout)] * 2))
+    seg = torch.zeros(2, 32, dtype=torch.long)
+    loss = MD.training_loss(m, mel, acc, cond, seg, torch.Generator().manual_seed(1))
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert m.mel_out.weight.grad.abs().sum() > 0 and m.acc_conv_out.weight.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_v3_model(tmp_path_factory):
+    from bgmgen.music.generate import load_music_model
+    from bgmgen.music.weights import save_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny-v3.safetensors"
+    m = _tiny_v3()
+    save_model(m, path, {"config": m.config.to_dict(), "step": 0})
+    return load_music_model(str(path))
+
+
+def test_v3_generation_is_deterministic_sized_and_keeps_the_groove(tiny_v3_model):
+    from bgmgen.music.generate import generate_from_controls
+
+    c = _controls(40, tonic=7)  # 10 bars: two windows, the second inpainted over the overlap
+    a = generate_from_controls(tiny_v3_model, c, seed=3, steps=4)
+    b = generate_from_controls(tiny_v3_model, c, seed=3, steps=4)
+    assert a.shape == (2, 160, 128) and np.array_equal(a, b)
+    on_steps = np.nonzero(a[0].any(-1))[0]
+    assert len(on_steps) > 0 and set(on_steps % 4) <= {0, 2}  # the groove's sixteenths only
+    other = generate_from_controls(tiny_v3_model, c, seed=4, steps=4)
+    assert not np.array_equal(a, other)
+
+
+def test_v3_inpainting_keeps_the_given_steps(tiny_v3_model):
+    m = tiny_v3_model.denoiser
+    cond = torch.from_numpy(C.encode(_controls(32), layout=m.layout))[None]
+    seg = torch.zeros(1, 32, dtype=torch.long)
+    known_mel = torch.randint(0, T.N_MELODY_TOKENS, (1, WINDOW_STEPS))
+    known_acc = torch.randint(0, T.N_ACC_STATES, (1, WINDOW_STEPS, T.ACC_KEYS))
+    mel, acc = MD.sample(m, cond, seg, MD.MaskedScheduler(steps=3), guidance=1.5, uncond=cond,
+                         generator=torch.Generator().manual_seed(0), known_melody=known_mel, known_acc=known_acc,
+                         known_steps=32)
+    assert torch.equal(mel[:, :32], known_mel[:, :32]) and torch.equal(acc[:, :32], known_acc[:, :32])
+    assert (mel < T.N_MELODY_TOKENS).all() and (acc < T.N_ACC_STATES).all()  # nothing left masked
