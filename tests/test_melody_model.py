@@ -152,3 +152,27 @@ def test_v3_inpainting_keeps_the_given_steps(tiny_v3_model):
                          known_steps=32)
     assert torch.equal(mel[:, :32], known_mel[:, :32]) and torch.equal(acc[:, :32], known_acc[:, :32])
     assert (mel < T.N_MELODY_TOKENS).all() and (acc < T.N_ACC_STATES).all()  # nothing left masked
+
+
+def test_warm_start_adds_the_skip_path_without_changing_the_outputs(tmp_path):
+    """v3 runs started before the accompaniment skip path continue with it: it starts at zero."""
+    from bgmgen.music.model import MelodyAccompanimentDenoiser
+    from bgmgen.music.weights import save_model
+    from bgmgen.training.train import warm_start_state
+
+    old = _tiny_v3(time_kernel=0)
+    path = tmp_path / "old.safetensors"
+    save_model(old, path, {"config": old.config.to_dict(), "step": 1})
+    new = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, time_kernel=3)).eval()
+    new.load_state_dict(warm_start_state(path, new))
+    mel = torch.randint(0, T.N_MELODY_TOKENS + 1, (1, WINDOW_STEPS))
+    acc = torch.randint(0, T.N_ACC_STATES + 1, (1, WINDOW_STEPS, T.ACC_KEYS))
+    cond = torch.from_numpy(C.encode(_controls(32), layout=new.layout))[None]
+    seg = torch.zeros(1, 32, dtype=torch.long)
+    with torch.no_grad():
+        old_fp16 = MelodyAccompanimentDenoiser(old.config).eval()
+        old_fp16.load_state_dict({k: v.half().float() for k, v in old.state_dict().items()})
+        want = old_fp16(mel, acc, torch.tensor([0.5]), cond, seg)
+        got = new(mel, acc, torch.tensor([0.5]), cond, seg)
+    assert all(torch.allclose(w, g, atol=1e-5) for w, g in zip(want, got))
+    assert new.acc_skip is not None and old.acc_skip is None

@@ -15,7 +15,7 @@ ARCHITECTURES = ("melody-accompaniment", "roll")
 SELECTORS = ("soft", "hard", "none")
 UNMASKING_ORDERS = ("confidence", "random")  # v3 sampler (masked_diffusion.MaskedScheduler)
 # Values of fields that older weight files do not record.
-BEFORE_FIELD_EXISTED = {"controls_layout": 1, "architecture": "roll"}
+BEFORE_FIELD_EXISTED = {"controls_layout": 1, "architecture": "roll", "time_kernel": 0}
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class DenoiserConfig:
     architecture: str = "melody-accompaniment"  # v3; "roll" = v1/v2 (Gaussian diffusion over the merged roll)
     pitch_channels: int = 8  # v3: features per key in the pitch-axis stem and head
     pitch_kernel: int = 13  # v3: width (semitones) of the pitch-axis convolutions
+    time_kernel: int = 3  # v3: steps the accompaniment skip convolution sees (0: no skip; see model.py)
 
     def to_dict(self) -> dict:
         return asdict(self)

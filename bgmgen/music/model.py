@@ -210,6 +210,17 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
         self.acc_out = nn.Linear(d, c * ACC_KEYS)
         self.acc_conv_out = nn.Conv2d(c, N_ACC_STATES, (1, k), padding=(0, k // 2))
         self.mel_out = nn.Linear(d, N_MELODY_TOKENS)
+        # Skip path from the input states to the output logits, local in time and pitch: whether the
+        # key was sounding one step before is read directly, not through the 256-wide step token
+        # (without it the first v3 run wrote 2x too many one-sixteenth notes while the data's
+        # rest/onset/sustain shares were right). Zero-initialised: a warm start computes what the
+        # model without it did.
+        self.acc_skip = None
+        if config.time_kernel:
+            tk = config.time_kernel
+            self.acc_skip = nn.Conv2d(N_ACC_STATES + 1, N_ACC_STATES, (tk, k), padding=(tk // 2, k // 2))
+            nn.init.zeros_(self.acc_skip.weight)
+            nn.init.zeros_(self.acc_skip.bias)
         nn.init.zeros_(self.mel_out.weight)
         nn.init.zeros_(self.acc_conv_out.weight)
         with torch.no_grad():  # start at the data's priors: most cells rest, many melody steps held
@@ -229,7 +240,10 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
         h = self.acc_in(a.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, c * ACC_KEYS)) + self.mel_embed(melody)
         h = self.trunk(h, t, cond, segments)  # (B, 128, d)
         a = F.gelu(self.acc_out(h)).view(B, WINDOW_STEPS, c, ACC_KEYS).permute(0, 2, 1, 3)  # (B, c, 128, 88)
-        acc_logits = self.acc_conv_out(a).permute(0, 2, 3, 1)  # (B, 128, 88, 3)
+        acc_logits = self.acc_conv_out(a)  # (B, 3, 128, 88)
+        if self.acc_skip is not None:
+            acc_logits = acc_logits + self.acc_skip(onehot)
+        acc_logits = acc_logits.permute(0, 2, 3, 1)  # (B, 128, 88, 3)
         return self.mel_out(h), acc_logits
 
 

@@ -58,6 +58,7 @@ class TrainOptions:
     n_heads: int = ARCH.n_heads
     pitch_channels: int = ARCH.pitch_channels
     pitch_kernel: int = ARCH.pitch_kernel
+    time_kernel: int = ARCH.time_kernel
     bf16: bool = False  # bf16 autocast for the forward and backward (CPUs with AVX-512 BF16)
     ckpt_every: int = 250
     stop_after: int | None = None  # stop at this step (the lr schedule still spans `steps`): equal-budget ablations
@@ -159,7 +160,8 @@ def warm_start_state(path: str | Path, model) -> dict:
     taken as they are; the first layer of a condition embedding whose controls layout gained
     columns (layout 1 -> 2 adds the groove to the rhythm group) keeps the old columns' weights and
     starts the new columns at zero, so the warm-started model computes what the old one did until
-    it learns to use the new controls."""
+    it learns to use the new controls. Layers added since (v3's accompaniment skip path, zero at
+    initialisation) start as they are."""
     import torch
 
     from bgmgen.music.weights import load_denoiser
@@ -181,7 +183,12 @@ def warm_start_state(path: str | Path, model) -> dict:
         for k, col in enumerate(old.layout.columns(embed_groups[name])):
             fitted[:, new_position[_same_feature(col, old.layout, model.layout)]] = value[:, k]
         state[name] = fitted
-    return state
+    # Layers the old model lacks (v3's accompaniment skip path) keep their zero initialisation, so
+    # the warm-started model still computes what the old one did.
+    added = sorted(set(new_state) - set(state))
+    if any(not name.startswith("acc_skip.") for name in added):
+        raise ValueError(f"{path}: lacks {', '.join(added)}; it is not an earlier version of this model")
+    return {**{name: new_state[name] for name in added}, **state}
 
 
 def _same_feature(col: int, old: C.Layout, new: C.Layout) -> int:
@@ -227,7 +234,8 @@ def train(o: TrainOptions, log=print) -> Path:
 
     config = DenoiserConfig(d_model=o.d_model, n_layers=o.n_layers, n_heads=o.n_heads,
                             controls_layout=o.controls_layout, architecture=o.architecture,
-                            pitch_channels=o.pitch_channels, pitch_kernel=o.pitch_kernel, **VARIANTS[o.variant])
+                            pitch_channels=o.pitch_channels, pitch_kernel=o.pitch_kernel, time_kernel=o.time_kernel,
+                            **VARIANTS[o.variant])
     loss_fn = diffusion.training_loss if o.architecture == "roll" else masked_diffusion.training_loss
     torch.manual_seed(o.seed)
     model = build_denoiser(config).to(o.device)
