@@ -321,6 +321,9 @@ def eval_(
     songs: Annotated[str | None, typer.Option(metavar="SONGS", help="test, valid, train or ids like 001,002")] = None,
     json: Annotated[str | None, _path("write per-song values and a summary as JSON", "FILE")] = None,
     videos: Annotated[str | None, _path("folder of `bgmgen score` outputs", "DIR")] = None,
+    energy_ranking: Annotated[str | None, _path(
+        "with --videos: a person's calm-to-energetic ranking of the clips (JSON, e.g. "
+        "docs/eval/testvideos-energy.json): its rank correlation with onsets/s and tempo", "FILE")] = None,
     align: Annotated[str | None, choice_option(
         "ALIGNS", metavar="HOW", help="one of {ALIGNS}: how beat 0 of a reference song is found")] = None,
     offset_beats: Annotated[float | None, typer.Option(
@@ -348,8 +351,12 @@ def eval_(
         _require_dirs(videos)
         from bgmgen.eval.videos import run_video_eval
 
-        run_video_eval(videos, json_path=json, console=console)
+        if energy_ranking and not os.path.isfile(energy_ranking):
+            raise InputError(f"{energy_ranking}: no such file (--energy-ranking)")
+        run_video_eval(videos, json_path=json, console=console, energy_ranking=energy_ranking)
         return 0
+    if energy_ranking:
+        raise InputError("eval: --energy-ranking goes with --videos DIR")
     if not data or not (generated or reference_only):
         raise InputError("eval: give GENERATED_DIR and --data POP909_DIR (or --videos DIR); see `bgmgen eval --help`")
     _require_dirs(*([generated] if generated else []), data, *([structure] if structure else []))

@@ -9,7 +9,11 @@ notes (controls.rhythm_from_onsets / groove_from_onsets):
   * POP909_POSITIONS_BY_DENSITY / POP909_ACCENT_BY_DENSITY: mean distinct onset positions and mean
     most-simultaneous onsets for each density 0..12;
   * POP909_BAR_GROOVES: for each number of onset sixteenths per bar (1..16), the three most common
-    one-bar grooves (which of the 16 sixteenths hold an onset), with their share of those bars.
+    one-bar grooves (which of the 16 sixteenths hold an onset), with their share of those bars;
+  * POP909_TEMPO_RANGE: the 10th and 95th percentile of the songs' tempi (BPM);
+  * POP909_BAR_ONSETS_RANGE: the 5th and 95th percentile of onset sixteenths per bar;
+  * POP909_NOTES_PER_S_RANGE: the 5th and 95th percentile of the songs' mean notes per second;
+  * POP909_NOTES_PER_ONSET_BY_SIXTEENTH: mean notes per onset at each sixteenth of the bar.
 plan.py keeps the printed values, so scoring a video never needs the dataset.
 """
 
@@ -41,10 +45,18 @@ def main() -> int:
     d = np.load(cache)
     train = set(splits.TRAIN_SONGS)
     density, positions, accent, grooves = [], [], [], Counter()
-    for sid, so, nb in zip(d["song_id"], d["step_offset"], d["n_bars"]):
+    tempi, notes_per_s, bar_onsets = [], [], []
+    per_sixteenth, onsets_at = np.zeros(STEPS_PER_BAR), np.zeros(STEPS_PER_BAR)
+    for sid, so, nb, bpm in zip(d["song_id"], d["step_offset"], d["n_bars"], d["bpm"]):
         if str(sid) not in train:
             continue
         onset = d["onset"][so:so + nb * STEPS_PER_BAR]
+        per_step = (onset > 0).sum(1).reshape(nb, STEPS_PER_BAR)
+        tempi.append(float(bpm))
+        notes_per_s.append(per_step.sum() / (nb * BEATS_PER_BAR) * float(bpm) / 60)
+        bar_onsets.append((per_step > 0).sum(1))
+        per_sixteenth += per_step.sum(0)
+        onsets_at += (per_step > 0).sum(0)
         dn, ps, ac = C.rhythm_from_onsets(onset)
         density.append(dn)
         positions.append(ps)
@@ -69,6 +81,14 @@ def main() -> int:
         shares = ", ".join(f"{c / total:.2f}" for _, c in top)
         print(f"    {bits}: ({items}),  # {shares}")
     print("}")
+    t_lo, t_hi = np.percentile(tempi, [10, 95])
+    print(f"POP909_TEMPO_RANGE = ({t_lo:.1f}, {t_hi:.1f})  # median {np.median(tempi):.0f}")
+    b_lo, b_hi = np.percentile(np.concatenate(bar_onsets), [5, 95])
+    print(f"POP909_BAR_ONSETS_RANGE = ({b_lo:.0f}, {b_hi:.0f})")
+    n_lo, n_hi = np.percentile(notes_per_s, [5, 95])
+    print(f"POP909_NOTES_PER_S_RANGE = ({n_lo:.1f}, {n_hi:.1f})")
+    print("POP909_NOTES_PER_ONSET_BY_SIXTEENTH = np.array(["
+          + ", ".join(f"{v:.2f}" for v in per_sixteenth / np.maximum(onsets_at, 1)) + "])")
     return 0
 
 

@@ -215,3 +215,49 @@ def analysis_for(
         mood_scores=dict(mood_scores if mood_scores is not None else {"happy": 0.7, "calm": 0.3}),
         mood_source=mood_source,
     )
+
+
+# ------------------------------------------------------------------ scenes with a known energy
+
+SCENES = ("still", "pan", "cuts", "bounce")
+
+
+def make_scene(path: str | Path, kind: str, *, duration: float = 6.0, size: tuple[int, int] = (320, 180),
+               fps: float = 25, period: float = 0.6, cut_every: float = 0.5) -> Path:
+    """A clip whose energy is known, from ffmpeg's testsrc2 picture (detailed, colourful):
+    still   one frame held (a still photograph);
+    pan     the camera drifts slowly (one pixel a frame: 25 px/s at 320 px) across a soft (blurred, like
+            a landscape) picture three times as wide;
+    cuts    hard cuts every `cut_every` seconds between still shots (make_video's grid shots);
+    bounce  a white ball (a quarter of the height) bouncing on a still background, touching the floor every `period` seconds
+            (height |sin(pi t / period)|: fastest at each bounce, still at the top)."""
+    path = Path(path)
+    w, h = size
+    if kind == "cuts":
+        cuts = list(np.arange(cut_every, duration - 1e-6, cut_every).round(4))
+        return make_video(path, duration=duration, size=size, fps=fps, cuts=cuts, moving=False)
+    base = ["ffmpeg", "-v", "error", "-nostdin", "-y"]
+    # the picture: one frame of testsrc2 written as a PNG and looped (a static, constant-rate stream)
+    wide = 3 * w if kind == "pan" else w
+    picture = path.with_name(f".{path.stem}-picture.png")
+    subprocess.run([*base, "-f", "lavfi", "-i", f"testsrc2=s={wide}x{h}:r={fps}", "-frames:v", "1", str(picture)],
+                   check=True, capture_output=True)
+    inputs = ["-loop", "1", "-framerate", f"{fps}", "-t", f"{duration:.3f}", "-i", str(picture)]
+    if kind == "still":
+        graph = "[0:v]null"
+    elif kind == "pan":
+        graph = f"[0:v]boxblur=6,crop={w}:{h}:x='n':y=0"
+    elif kind == "bounce":
+        ball = max(8, h // 4)
+        inputs += ["-f", "lavfi", "-i", f"color=c=white:s={ball}x{ball}:r={fps}:d={duration:.3f}"]
+        graph = (f"[0:v][1:v]overlay=x={w // 2 - ball // 2}:"
+                 f"y='{h - ball - 4}-{h * 0.6:.1f}*abs(sin(PI*t/{period}))':shortest=1")
+    else:
+        raise ValueError(f"kind must be one of {SCENES}")
+    try:
+        subprocess.run([*base, *inputs, "-filter_complex", graph + ",format=yuv420p[v]", "-map", "[v]",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-t", f"{duration:.3f}", str(path)],
+                       check=True, capture_output=True)
+    finally:
+        picture.unlink(missing_ok=True)
+    return path

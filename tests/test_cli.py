@@ -319,7 +319,13 @@ def test_eval_passes_every_option_to_run_eval(monkeypatch, tmp_path):
     args, kw = calls.pop()
     assert args == (None, str(data)) and kw["reference_only"] and kw["realism"] is False and kw["real_songs"] is None
     assert cli.main(["eval", "--videos", str(tmp_path), "--json", "v.json"]) == 0
-    assert calls.pop() == ((str(tmp_path),), {"json_path": "v.json", "console": None})
+    assert calls.pop() == ((str(tmp_path),), {"json_path": "v.json", "console": None, "energy_ranking": None})
+    ranking = tmp_path / "ranking.json"
+    ranking.write_text("{}")
+    assert cli.main(["eval", "--videos", str(tmp_path), "--energy-ranking", str(ranking)]) == 0
+    assert calls.pop()[1]["energy_ranking"] == str(ranking)
+    assert cli.main(["eval", "--videos", str(tmp_path), "--energy-ranking", str(tmp_path / "absent.json")]) == 2
+    assert cli.main(["eval", "--data", str(data), "--energy-ranking", str(ranking)]) == 2  # only with --videos
 
 
 def test_doctor_gets_doctor_options(monkeypatch):

@@ -389,6 +389,45 @@ def test_video_eval(tmp_path):
     assert v["gps"] == pytest.approx(1.0)
 
 
+def test_video_eval_energy_ranking_ending_and_visual_onsets(tmp_path):
+    """Three clips whose music gets busier and faster with a person's energy ranking: both rank
+    correlations are 1; the held ending, per-bar motion vs onsets and visual onsets on notes are read."""
+    for name, bpm, per_beat, rank in (("calm", 60.0, 1, 1), ("medium", 90.0, 2, 2), ("busy", 120.0, 4, 3)):
+        d = tmp_path / name
+        d.mkdir()
+        spb = 60 / bpm
+        n_beats = 13  # 12 beats of music + the final chord (one beat plus 0.5 s of release)
+        duration = n_beats * spb + 0.5
+        motion = [0.1 + 0.05 * (b // 4) for b in range(n_beats)]  # rising bar by bar
+        notes = [(b + k / per_beat, 0.2, 60 + k, 80) for b in range(12) for k in range(per_beat + b // 4)]
+        notes += [(12, 1.5, p, 70) for p in (48, 60, 64, 67)]
+        _write_midi(d / f"{name}.mid", {"piano": notes}, bpm=bpm)
+        bt = [i * spb for i in range(n_beats)] + [duration]
+        run = {"video": {"duration_s": duration},
+               "analysis": {"cuts_s": [], "onsets": [[spb * 2 + 0.01, 0.9], [spb * 5.5, 0.8]]},
+               "plan": {"bpm": bpm, "mood": "calm", "beat_times_s": bt, "final_beats": 1,
+                        "sections": [{"start_beat": 0, "end_beat": n_beats, "shot": 0}],
+                        "density": [float(per_beat)] * n_beats, "motion_per_beat": motion,
+                        "tempo": {"locked": False}, "energy": {"energy": rank / 3}},
+               "outputs": {"midi": f"{name}.mid"}}
+        (d / "run.json").write_text(json.dumps(run))
+    ranking = tmp_path / "ranking.json"
+    ranking.write_text(json.dumps({"clips": [{"file": f"{n}.mp4", "rank": r} for n, r in
+                                             (("calm", 1), ("medium", 2), ("busy", 3), ("absent", 4))]}))
+    out = run_video_eval(tmp_path, energy_ranking=ranking)
+    assert out["ranking"]["n_ranked"] == 3 and out["ranking"]["missing"] == ["absent"]
+    assert out["ranking"]["rho_energy_onsets_per_s"] == pytest.approx(1.0)
+    assert out["ranking"]["rho_energy_bpm"] == pytest.approx(1.0)
+    v = out["videos"]["calm"]
+    assert v["ending_s"] == pytest.approx(1.5) and v["ending_share"] == pytest.approx(1.5 / 13.5)
+    assert v["bar_motion_onsets_rho"] == pytest.approx(1.0) and v["n_bars"] == 3
+    # visual onsets at beat 2 (+10 ms: a note within a sixteenth) and at beat 5.5 (no note there for 1/beat)
+    assert v["visual_onset_share"] == pytest.approx(0.5) and v["visual_onset_beat_share"] == pytest.approx(0.5)
+    assert out["videos"]["busy"]["visual_onset_share"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="not an energy ranking"):
+        run_video_eval(tmp_path, energy_ranking=tmp_path / "calm" / "run.json")
+
+
 # ------------------------------------------------------------------------------------ real data
 @pytest.mark.skipif(not POP909.is_dir(), reason="POP909 not present")
 def test_ground_truth_on_real_songs():

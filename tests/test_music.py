@@ -236,15 +236,85 @@ def test_plan_fills_the_video_exactly(duration):
     from bgmgen.music.plan import make_plan
 
     p = make_plan(_analysis(duration, [duration / 3]))
-    assert abs(p.n_beats * 60 / p.bpm - duration) < 1e-6
+    beat = 60 / p.bpm
+    # beat k at start_s + k * beat; the final chord takes the last beat and what is left of the clip
+    assert p.beat_times_s[-1] == duration and 0 <= p.start_s < beat
+    assert np.allclose(p.beat_times_s[:-1], p.start_s + beat * np.arange(p.n_beats))
+    ending = duration - p.beat_times_s[-2]
+    assert beat - 1e-9 <= ending < 2 * beat or p.n_beats == 1
+    if duration >= 5:
+        assert ending <= 0.25 * duration
+    if duration >= 0.8:  # two beats at the fastest tempo: at least one beat of music before the final chord
+        assert p.n_beats >= 2
+    assert p.final_beats == 1 and p.tempo["ending_s"] == pytest.approx(ending, abs=1e-3)
     assert len(p.controls) == p.n_beats == len(p.density)
     assert p.sections[0]["start_beat"] == 0 and p.sections[-1]["end_beat"] == p.n_beats
+
+
+@pytest.mark.parametrize("duration", [1.0, 1.7])
+def test_very_short_clip_is_a_gesture_that_starts_and_ends_musically(tiny_model, duration):
+    """Under 2 s: at least one beat of music that starts with an onset on the first sixteenth, on the
+    dominant, then the tonic held to the end (one beat plus the release)."""
+    from bgmgen.music.generate import SamplerSettings, generate_roll
+    from bgmgen.music.midi import roll_to_midi
+    from bgmgen.music.plan import make_plan
+
+    p = make_plan(_analysis(duration, []))
+    assert p.n_beats >= 2 and p.start_s == 0.0
+    assert p.controls.groove[0, 0] == 1 and p.accent.shape == (p.n_beats,)
+    assert (p.controls.chord_root[:-1] == (p.key_tonic + 7) % 12).all() and p.controls.chord_root[-1] == p.key_tonic
+    pm = roll_to_midi(generate_roll(tiny_model, p, seed=0, settings=SamplerSettings(steps=3)), p)
+    notes = pm.instruments[0].notes
+    assert min(n.start for n in notes) == 0.0 and abs(pm.get_end_time() - duration) < 0.02
+    last = p.beat_times_s[-2]
+    final = {n.pitch % 12 for n in notes if abs(n.start - last) < 1e-6}
+    assert p.key_tonic in final and duration - last <= 2 * 60 / p.bpm
+
+
+def test_calm_and_busy_clips_get_slow_sparse_and_fast_dense_music():
+    """Energy from the absolute motion level: a still clip is slow and sparse, a busy one fast and dense,
+    whatever the per-clip curve looks like; fast cutting alone makes a clip lively too."""
+    from bgmgen.music.plan import make_plan
+
+    still = make_plan(_analysis(12.0, [], motion_level=0.02))
+    busy = make_plan(_analysis(12.0, [], motion_level=0.95))
+    montage = make_plan(_analysis(12.0, list(np.arange(0.8, 11.5, 0.8)), motion_level=0.02))
+    assert still.energy["energy"] < 0.1 and busy.energy["energy"] > 0.8
+    assert still.bpm < montage.bpm and still.bpm < busy.bpm  # (the montage's tempo also fits its cuts)
+    assert still.tempo["target_bpm"] < montage.tempo["target_bpm"] < busy.tempo["target_bpm"]
+    nps = [p.density[:-1].sum() / p.beat_times_s[-2] for p in (still, montage, busy)]
+    assert nps[0] < nps[1] < nps[2], nps
+    assert np.mean(still.energy["bar_onset_sixteenths"]) <= 6 and np.mean(busy.energy["bar_onset_sixteenths"]) >= 14
+    # POP909's ranges: tempo 60..120 from the energy (the mood pulls a little), notes per onset 1..4
+    for p in (still, montage, busy):
+        assert 55 <= p.tempo["energy_bpm"] <= 125
+        per_onset = p.density[:-1][p.controls.positions[:-1] > 0] / p.controls.positions[:-1][p.controls.positions[:-1] > 0]
+        assert per_onset.min() >= 1.0 - 1e-6 and per_onset.max() <= 4.0 + 1e-6
+
+
+def test_tempo_lock_puts_the_periodic_motion_on_beats():
+    """A periodic motion (period 0.7 s, onsets at 0.3 + 0.7 k) sets the beat and beat 0's time."""
+    from bgmgen.music.plan import PlanOptions, make_plan
+
+    onsets = [(0.3 + 0.7 * k, 0.9) for k in range(14)]
+    a = dataclasses.replace(analysis_for(10.0, [], 0.6, onsets=onsets),
+                            periodicity={"period_s": 0.7, "phase_s": 0.3, "strength": 0.8, "n_cycles": 14.3})
+    p = make_plan(a)
+    assert p.tempo["locked"] and min(abs(p.bpm * 0.7 / 60 - r) / r for r in (0.5, 1, 2)) < 0.011
+    beat = 60 / p.bpm
+    pos = (np.array([t for t, _ in onsets]) - p.start_s) / beat
+    assert np.abs(pos - np.round(pos)).max() < 0.2 and 0 <= p.start_s < beat
+    assert abs(p.beat_times_s[0] - p.start_s) < 1e-9 and p.to_json()["tempo"]["lock"]["period_s"] == 0.7
+    unlocked = make_plan(analysis_for(10.0, [], 0.6, onsets=onsets))
+    assert not unlocked.tempo["locked"] and unlocked.start_s == 0.0
+    fixed = make_plan(a, PlanOptions(tempo=70))  # the user's tempo wins over a lock
+    assert not fixed.tempo["locked"] and abs(fixed.bpm - 70) <= 2.1
 
 
 def test_plan_grooves_repeat_each_bar_within_a_section():
     from bgmgen.music.plan import PlanOptions, make_plan
 
-    p = make_plan(_analysis(24.0, [8.0, 16.0]), PlanOptions(seed=2))
+    p = make_plan(_analysis(40.0, [13.0, 26.0]), PlanOptions(seed=2))
     g, c = p.controls.groove, p.controls
     assert g.shape == (p.n_beats, 4)
     assert np.array_equal(c.positions, g.sum(1)) and (c.density >= c.positions).all()
@@ -252,7 +322,7 @@ def test_plan_grooves_repeat_each_bar_within_a_section():
     for sec in p.sections:
         a, b = sec["start_beat"], sec["end_beat"]
         first_bar = a // 4
-        for beat in range(a + 4, b):
+        for beat in range(a + 4, min(b, p.n_beats - p.final_beats)):  # the final chord's beat is midi.py's
             if p.accent[beat] >= 0.5 or p.accent[beat - 4] >= 0.5:  # accents add an onset on the beat
                 continue
             phrase_end = {(beat // 4 - first_bar) % 4 == 3, (beat // 4 - 1 - first_bar) % 4 == 3}

@@ -27,6 +27,7 @@ from bgmgen.video.moods import MOODS
 from bgmgen.video.options import BLIP_REPO, AnalysisOptions
 
 TINY_CLIP = "bgmgen-test-tiny-clip"
+NEUTRAL_MOTION = 9.0  # motion energy of a person signing: energy_level ~0.5, mood feature M ~0
 NO_HUB = "bgmgen-test/does-not-exist"
 
 
@@ -134,6 +135,27 @@ def test_clip_zero_shot_mood(tiny_clip):
         s, _ = S.estimate_mood(models, caption_embeddings=None, clip_embeddings=text[i : i + 1],
                                picture_stats=None, motion_abs=None)
         assert max(s, key=s.get) == mood
+
+
+def test_clip_and_captions_are_combined_with_motion_energy(tiny_clip):
+    """With weights, CLIP zero-shot and caption similarity decide together; the picture's motion moves the
+    result along each mood's energy (a still picture leans calm, a busy one energetic)."""
+    models = S.SemanticModels(_clip_options(tiny_clip["dir"] / "tiny.safetensors"))
+    clip_emb = S.clip_embed(models, _frames(3))
+    caption_emb = S.embed_texts(models, ["people dancing at a party"])
+    kw = {"caption_embeddings": caption_emb, "clip_embeddings": clip_emb, "picture_stats": None}
+    still, source, ev_still = S.estimate_mood_with_evidence(models, motion_abs=np.full(50, 0.2), **kw)
+    busy, _, ev_busy = S.estimate_mood_with_evidence(models, motion_abs=np.full(50, 40.0), cuts_per_s=1.5, **kw)
+    assert source == "captions+clip" and ev_still["source"] == source
+    assert ev_still["clip"] == ev_busy["clip"] and ev_still["captions"] == ev_busy["captions"]  # same semantics
+    assert ev_still["energy"] == -1.0 and ev_busy["energy"] > 0.9
+    assert busy["energetic"] > still["energetic"] and still["calm"] > busy["calm"]
+    assert abs(sum(busy.values()) - 1) < 1e-9
+    # no motion known: the semantic sources alone (their mean), deterministic
+    alone, _ = S.estimate_mood(models, motion_abs=None, **kw)
+    assert alone == S.estimate_mood(models, motion_abs=None, **kw)[0]
+    mean = {m: (ev_still["clip"][m] + ev_still["captions"][m]) / 2 for m in MOODS}
+    assert max(alone, key=alone.get) == max(mean, key=mean.get)
 
 
 def test_clip_missing_weights_fallback_is_fast_and_one_line():
@@ -301,7 +323,7 @@ def test_mood_from_caption(text_models, caption, expected):
     emb = S.embed_texts(text_models, [caption])
     scores, source = S.estimate_mood(text_models, caption_embeddings=emb, clip_embeddings=None,
                                      picture_stats=[{"brightness": 0.5, "saturation": 0.3, "warmth": 0.0}],
-                                     motion_abs=np.ones(5))
+                                     motion_abs=np.full(5, NEUTRAL_MOTION))
     assert source == "captions" and abs(sum(scores.values()) - 1.0) < 1e-9
     assert max(scores, key=scores.get) in expected
 
@@ -330,6 +352,26 @@ def test_picture_statistics_rule(text_models, stats, motion, expected):
                                      picture_stats=stats, motion_abs=np.full(30, motion))
     assert source == "picture-statistics" and abs(sum(scores.values()) - 1.0) < 1e-9
     assert max(scores, key=scores.get) in expected
+
+
+def test_rule_uses_motion_cutting_and_sound_and_a_bright_busy_scene_is_never_dreamy(text_models):
+    """The fallback rule reads motion, cutting, brightness, colour and the original sound together."""
+    soft_warm = _stats(0.62, 0.18, 0.25)
+    kw = {"caption_embeddings": None, "clip_embeddings": None, "picture_stats": soft_warm}
+    quiet, src, ev = S.estimate_mood_with_evidence(text_models, motion_abs=np.full(30, 1.5), cuts_per_s=0.0,
+                                                   sound={"activity": 0.1}, **kw)
+    assert src == "picture-statistics" and max(quiet, key=quiet.get) in {"dreamy", "calm"}, quiet
+    assert set(ev["features"]) == {"B", "S", "M", "W", "C", "A", "P"} and ev["sound"] == {"activity": 0.1}
+    busy, _, ev = S.estimate_mood_with_evidence(text_models, motion_abs=np.full(30, 25.0), cuts_per_s=1.0,
+                                                sound={"activity": 0.8}, periodic=0.6, **kw)
+    assert max(busy, key=busy.get) in {"happy", "energetic"} and busy["dreamy"] < 0.05, busy
+    # each of motion, cutting and sound alone moves the scores towards energy
+    base = S.estimate_mood(text_models, motion_abs=np.full(30, 4.0), **kw)[0]
+    for extra in ({"motion_abs": np.full(30, 20.0)}, {"cuts_per_s": 1.0}, {"sound": {"activity": 0.9}},
+                  {"periodic": 0.8}):
+        args = {"motion_abs": np.full(30, 4.0), **extra}
+        moved = S.estimate_mood(text_models, **{**kw, **args})[0]
+        assert moved["energetic"] > base["energetic"] and moved["calm"] < base["calm"], extra
 
 
 def test_uncaptioned_video_falls_through_to_picture_statistics(text_models):
@@ -457,3 +499,39 @@ def test_quantize_linear_int8_is_the_shared_helper():
     q = quantize_linear_int8(net)
     assert q is net and "quantized" in type(q[0]).__module__ and "quantized" in type(q[2]).__module__
     assert torch.allclose(q(x), ref, atol=0.1)
+
+
+def test_readme_mood_table_is_the_rule():
+    """The README's mood rule table has the numbers of STATS_WEIGHTS."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [ln for ln in readme.splitlines() if re.match(r"\| (B|S|M|W|C|A|P) |\| bias \|", ln)]
+    header = next(ln for ln in readme.splitlines() if ln.startswith("| feature | calm"))
+    moods = [c.strip() for c in header.strip("|").split("|")[1:]]
+    assert set(moods) == set(MOODS) and len(rows) == len(S.FEATURES) + 1
+    for i, row in enumerate(rows):
+        cells = [c.strip().replace("−", "-") for c in row.strip("|").split("|")[1:]]
+        for mood, cell in zip(moods, cells):
+            assert float(cell) == S.STATS_WEIGHTS[mood][i], (row, mood)
+
+
+def test_with_tiny_clip_the_scenes_still_order_tempo_density_and_mood_energy(tiny_clip, tmp_path):
+    """A still picture and a periodic bounce (tests/media.make_scene) analysed with a (random-weight)
+    CLIP: the mood comes from CLIP, moved by the motion, so the bounce scores more energetic and less
+    calm than the still picture, and its music is faster and denser."""
+    from media import make_scene
+
+    from bgmgen.music.plan import make_plan
+    from bgmgen.video.analysis import analyse_video
+
+    opts = _clip_options(tiny_clip["dir"] / "tiny.safetensors", use_cache=False)
+    out = {}
+    for kind in ("still", "bounce"):
+        an = analyse_video(make_scene(tmp_path / f"{kind}.mp4", kind, duration=4.0), opts)
+        assert an.mood_source == "clip" and an.clip_embeddings is not None
+        out[kind] = (an, make_plan(an))
+    (still, p_still), (bounce, p_bounce) = out["still"], out["bounce"]
+    assert still.mood_evidence["clip"] and still.mood_evidence["energy"] < 0 < bounce.mood_evidence["energy"]
+    assert bounce.mood_scores["energetic"] > still.mood_scores["energetic"]
+    assert still.mood_scores["calm"] > bounce.mood_scores["calm"]
+    assert p_still.bpm < p_bounce.bpm
+    assert p_still.density[:-1].mean() < p_bounce.density[:-1].mean()

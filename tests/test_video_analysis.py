@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import make_audio_only, make_video, pipe_to_mkv  # tests/media.py (see conftest)
+from media import make_audio_only, make_scene, make_video, pipe_to_mkv  # tests/media.py (see conftest)
 
 from bgmgen.core.errors import InputError
 from bgmgen.video.probe import probe
@@ -356,6 +356,78 @@ def test_deferred_keyframes_leave_the_returned_analysis_unchanged(clip, models, 
     write_report(png, an, plan, roll, kf.frames)
     head = png.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1400, 900)
+
+
+# --------------------------------------------------------------------- the music follows the picture
+
+BOUNCE_PERIOD = 0.6  # seconds between bounces of the synthetic ball
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory, models):
+    """A still picture, a slow pan, fast cuts and a periodic bounce (tests/media.make_scene), analysed
+    and planned with the default options (no CLIP / BLIP: the mood comes from the picture rule)."""
+    from bgmgen.music.plan import make_plan
+    from bgmgen.video.analysis import AnalysisOptions, analyse_video
+
+    d = tmp_path_factory.mktemp("scenes")
+    out = {}
+    for kind in ("still", "pan", "cuts", "bounce"):
+        path = make_scene(d / f"{kind}.mp4", kind, duration=6.0, period=BOUNCE_PERIOD)
+        an = analyse_video(path, AnalysisOptions(use_cache=False), models=models)
+        out[kind] = (an, make_plan(an))
+    return out
+
+
+def _notes_per_s(plan) -> float:
+    """Requested notes per second before the final chord."""
+    return float(plan.density[:-1].sum() / (plan.beat_times_s[-2] - plan.start_s))
+
+
+def test_energy_orders_tempo_density_and_mood(scenes):
+    """still < slow pan < fast cuts < bounce in energy, and the music follows: tempo, notes per second,
+    onset sixteenths per bar; calm moods for the still picture, lively ones for cuts and bounce."""
+    energy = {k: p.energy["energy"] for k, (_, p) in scenes.items()}
+    assert energy["still"] < 0.15 < energy["pan"] < energy["cuts"] < energy["bounce"], energy
+    bpm = {k: p.bpm for k, (_, p) in scenes.items()}
+    assert bpm["still"] < min(bpm["pan"], bpm["cuts"]) <= max(bpm["pan"], bpm["cuts"]) < bpm["bounce"], bpm
+    target = {k: p.tempo["target_bpm"] for k, (_, p) in scenes.items()}  # before the grid fits the clip
+    assert target["still"] < target["pan"] < target["cuts"] < target["bounce"], target
+    nps = {k: _notes_per_s(p) for k, (_, p) in scenes.items()}
+    assert nps["still"] < nps["pan"] < nps["cuts"] < nps["bounce"], nps
+    bits = {k: np.mean(p.energy["bar_onset_sixteenths"]) for k, (_, p) in scenes.items()}
+    assert bits["still"] < bits["pan"] < bits["cuts"] < bits["bounce"], bits
+    moods = {k: p.mood for k, (_, p) in scenes.items()}
+    assert moods["still"] in {"calm", "dreamy", "melancholic"}, moods
+    assert moods["cuts"] in {"happy", "energetic", "tense"} and moods["bounce"] in {"happy", "energetic"}, moods
+    assert scenes["bounce"][0].mood_scores["energetic"] > scenes["still"][0].mood_scores["energetic"]
+    # the mood's evidence is recorded: motion for the still picture and the bounce, cutting for the cuts
+    ev = {k: an.mood_evidence["features"] for k, (an, _) in scenes.items()}
+    assert ev["still"]["M"] == -1.0 and ev["bounce"]["M"] > 0.3 and ev["cuts"]["C"] == 1.0, ev
+
+
+def test_tempo_locks_to_a_periodic_bounce(scenes):
+    """The bounce's period is found (to 2 %), the tempo locks to it (or half or double it), beat 0 is put
+    so the bounces fall on beats, and no other scene has a period."""
+    an, plan = scenes["bounce"]
+    per = an.periodicity
+    assert abs(per["period_s"] - BOUNCE_PERIOD) < 0.02 * BOUNCE_PERIOD, per
+    assert plan.tempo["locked"] and plan.tempo["lock"]["period_s"] == per["period_s"]
+    beats_per_period = plan.bpm * per["period_s"] / 60
+    assert min(abs(beats_per_period - r) for r in (0.5, 1, 2)) < 0.02, (plan.bpm, per)
+    beat = 60 / plan.bpm
+    onsets = np.array([t for t, _ in an.onsets])
+    assert len(onsets) >= 8
+    off = np.abs((onsets - plan.start_s) / beat - np.round((onsets - plan.start_s) / beat))
+    assert np.mean(off <= 0.25) >= 0.9, off  # within a sixteenth of a beat
+    # each strong visual onset has a groove onset on its sixteenth (the sampler imposes the groove)
+    step = beat / 4
+    for t, strength in an.onsets:
+        k = int(np.floor((t - plan.start_s) / step + 0.5))
+        if strength >= 0.3 and k // 4 < plan.n_beats - 1:
+            assert plan.controls.groove[k // 4, k % 4] == 1
+    for kind in ("still", "pan", "cuts"):
+        assert scenes[kind][0].periodicity == {} and not scenes[kind][1].tempo["locked"], kind
 
 
 # ------------------------------------------------------------------------------ shared test videos

@@ -2,9 +2,14 @@
 
 Three panels share one time axis in seconds (0 .. video duration):
   1. a keyframe per shot, placed over its shot, with the shot spans shaded alternately;
-  2. the motion curve (0..1) with the per-beat density the plan asked for, and accents;
+  2. what drove the music: the motion level on its absolute scale (0 still .. 1 a skipping rope, the
+     same for every video) with the clip's energy as a dashed line, the per-beat density the plan asked
+     for, accents, visual onsets, and, when the tempo locked to a periodic motion, the motion's beats
+     (orange ticks: one per period, at its phase);
   3. the generated piano roll (sustained notes as bars, onsets as dots), pitch against time.
-Cut times are red vertical lines through every panel; downbeats (the bar grid) are grey lines.
+Cut times are red vertical lines through every panel; downbeats (the bar grid) are grey lines. A
+second title line gives the tempo decision (energy, mood and target tempo, lock) and the mood's
+evidence (its source, the rule's features, the top scores).
 """
 
 from __future__ import annotations
@@ -112,7 +117,18 @@ def _curves_panel(ax, analysis: VideoAnalysis, plan: MusicPlan, duration: float)
     mv = np.asarray(analysis.motion, dtype=np.float64)
     if len(mt) and len(mt) == len(mv):
         ax.fill_between(mt, 0, mv, color="#1f77b4", alpha=0.25, lw=0)
-        ax.plot(mt, mv, color="#1f77b4", lw=0.9, label="motion (video)")
+        ax.plot(mt, mv, color="#1f77b4", lw=0.9, label="motion level (absolute scale)")
+    energy = (getattr(plan, "energy", None) or {}).get("energy")
+    if energy is not None:
+        ax.axhline(float(energy), color="#1f77b4", lw=1.0, ls="--", alpha=0.8,
+                   label=f"clip energy {float(energy):.2f} ({_energy_word(float(energy))})")
+    tempo = getattr(plan, "tempo", None) or {}
+    lock = tempo.get("lock") if tempo.get("locked") else None
+    if lock:
+        period, phase = float(lock["period_s"]), float(lock["phase_s"])
+        peaks = np.arange(phase % period, duration, period)
+        ax.vlines(peaks, 0.92, 1.06, color="#ff7f0e", lw=1.6,
+                  label=f"motion beats: period {period:.3f} s -> {float(lock['bpm']):.1f} BPM")
     beats = np.asarray(plan.beat_times_s, dtype=np.float64)
     density = np.asarray(plan.density, dtype=np.float64)
     if len(beats) and len(density):
@@ -131,8 +147,9 @@ def _curves_panel(ax, analysis: VideoAnalysis, plan: MusicPlan, duration: float)
     onsets = list(analysis.onsets)
     if onsets:
         ot = np.array([o[0] for o in onsets], dtype=np.float64)
-        ax.plot(ot, np.full_like(ot, 1.04), "v", color="#9467bd", ms=3.5, label="visual onsets", clip_on=False)
-    ax.set_ylim(0, 1.08)
+        ax.plot(ot, np.full_like(ot, 1.1), "v", color="#9467bd", ms=3.5, label="visual onsets", clip_on=False)
+    ax.set_ylim(0, 1.45)  # the legend sits above the curves (0..1) and the marks (1.0..1.1)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("motion / density")
     ax.legend(loc="upper right", fontsize=7, ncol=4, framealpha=0.85)
 
@@ -157,6 +174,37 @@ def _roll_panel(ax, plan: MusicPlan, roll: np.ndarray, duration: float) -> None:
     ax.set_xlabel("time (s)")
 
 
+def _energy_word(energy: float) -> str:
+    return "calm" if energy < 1 / 3 else "medium" if energy < 2 / 3 else "busy"
+
+
+def _decision_line(analysis: VideoAnalysis, plan: MusicPlan) -> str:
+    """Tempo decision and mood evidence, one line (the report's second title line)."""
+    tempo = getattr(plan, "tempo", None) or {}
+    parts = []
+    if tempo:
+        t = (f"tempo: energy {tempo.get('energy_bpm', 0):.0f}, mood {tempo.get('mood_bpm', 0):.0f} "
+             f"-> target {tempo.get('target_bpm', 0):.0f} BPM")
+        if tempo.get("user_bpm"):
+            t = f"tempo: --tempo {tempo['user_bpm']:g}"
+        if tempo.get("locked") and tempo.get("lock"):
+            t += f", locked to the motion period {tempo['lock']['period_s']:.3f} s"
+        if tempo.get("start_s"):
+            t += f", beat 0 at {tempo['start_s']:.2f} s"
+        parts.append(t + f"; ending {tempo.get('ending_s', 0):.2f} s")
+    ev = getattr(analysis, "mood_evidence", None) or {}
+    feats = ev.get("features") or {}
+    top = sorted(analysis.mood_scores.items(), key=lambda kv: -kv[1])[:3]
+    mood = f"mood {plan.mood} ({plan.mood_source})"
+    if feats:
+        order = [k for k in "BSMWCAP" if k in feats] + [k for k in feats if k not in "BSMWCAP"]
+        mood += ": " + " ".join(f"{k} {feats[k]:+.2f}" for k in order)
+    if top:
+        mood += " | " + ", ".join(f"{k} {v:.2f}" for k, v in top)
+    parts.append(mood)
+    return "   ".join(parts)
+
+
 def write_report(png_path, analysis: VideoAnalysis, plan: MusicPlan, roll: np.ndarray,
                  keyframes: np.ndarray | None = None) -> None:
     """Write report.png: keyframes per shot, cuts, motion and requested density, bar grid and the
@@ -174,7 +222,7 @@ def write_report(png_path, analysis: VideoAnalysis, plan: MusicPlan, roll: np.nd
         fig = Figure(figsize=FIG_SIZE_IN, dpi=DPI)
         axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": HEIGHT_RATIOS, "hspace": 0.08})
         ax_kf, ax_cv, ax_roll = axes
-        fig.subplots_adjust(left=0.05, right=0.99, top=0.955, bottom=0.06)
+        fig.subplots_adjust(left=0.05, right=0.99, top=0.945, bottom=0.06)
         ax_kf.set_xlim(0, duration)
         downbeats = np.asarray(plan.downbeat_times_s, dtype=np.float64)
         for ax in (ax_cv, ax_roll):
@@ -192,5 +240,6 @@ def write_report(png_path, analysis: VideoAnalysis, plan: MusicPlan, roll: np.nd
                  f"(red) | {float(plan.bpm):.1f} BPM, {int(plan.n_bars)} bars (grey = downbeats)"
                  f" | {plan.key}, mood {plan.mood}")
         fig.suptitle(title, x=0.01, ha="left", y=0.995)
+        fig.text(0.01, 0.962, _decision_line(analysis, plan), ha="left", va="bottom", fontsize=7.5, color="0.25")
         with atomic_path(png_path) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})

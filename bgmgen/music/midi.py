@@ -4,9 +4,11 @@ The roll (2, n_steps, 128) is read as Diff-BGM does: a note starts at an onset s
 step plus every following sustain step. Velocities follow the music's shape: a base level from the
 mood, metric accents (downbeat > beat 3 > other beats > offbeats), the plan's per-beat accent
 (visual onsets, cuts), the top voice a little louder than the accompaniment, and a decrescendo
-into the final bar. Ending (video scoring): the generated notes stop at the last bar line and a
-tonic chord (bass, triad, top note) is held to the exact end of the video, so the piece closes
-on a cadence (the plan asks for the dominant in the bar before) instead of being cut off.
+into the final beat. Ending (video scoring): the generated notes stop at the plan's last beat and a
+tonic chord (bass, triad, top note) is held from there to the exact end of the video (one beat plus
+what is left of the clip), so the piece closes on a cadence (the plan asks for the dominant before
+it) instead of being cut off. Beat 0 sits at `plan.start_s` (0, or a pickup rest of less than a beat
+when the tempo is locked to a periodic motion): every time is shifted by it.
 Sustain pedal (CC 64), as a pianist plays pop accompaniment: lifted at each chord change and
 pressed again just after the new chord sounds (legato pedalling), so the short notes the model
 writes ring into one harmony without blurring two; held through the final chord, lifted at the end.
@@ -24,6 +26,8 @@ PIANO_PROGRAM = 0  # General MIDI acoustic grand piano
 SUSTAIN_PEDAL = 64  # MIDI controller number
 PEDAL_LIFT_S = 0.02  # the pedal comes up this long before a chord change ...
 PEDAL_CATCH_S = 0.06  # ... and goes down again this long after it (the new notes are sounding)
+ENDING_LIGHT_ENERGY = 1 / 3  # plan.energy["energy"] thresholds of the final chord's size (report.py's
+ENDING_FULL_ENERGY = 2 / 3   # calm / medium / busy)
 METRIC_ACCENT = np.array([10, -4, 0, -4, 4, -4, 0, -4, 6, -4, 0, -4, 4, -4, 0, -4], np.float32)
 
 
@@ -59,15 +63,15 @@ def note_velocities(notes: list[tuple[int, int, int]], accent_per_beat: np.ndarr
     return [int(v) for v in np.clip(np.round(vel), 28, 112)]
 
 
-def notes_to_midi(notes, velocities, bpm: float, end_time_s: float | None = None):
-    """pretty_midi.PrettyMIDI with one piano track and a tempo event at `bpm`."""
+def notes_to_midi(notes, velocities, bpm: float, end_time_s: float | None = None, offset_s: float = 0.0):
+    """pretty_midi.PrettyMIDI with one piano track and a tempo event at `bpm`; step 0 at `offset_s`."""
     import pretty_midi
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=float(bpm), resolution=480)
     piano = pretty_midi.Instrument(program=PIANO_PROGRAM, name="Piano")
     step_s = 60.0 / bpm / STEPS_PER_BEAT
     for (s, e, p), v in zip(notes, velocities):
-        start, end = s * step_s, e * step_s
+        start, end = offset_s + s * step_s, offset_s + e * step_s
         if end_time_s is not None:
             end = min(end, end_time_s)
         if end - start > 1e-3:
@@ -76,8 +80,10 @@ def notes_to_midi(notes, velocities, bpm: float, end_time_s: float | None = None
     return pm
 
 
-def final_chord(tonic: int, mode: int, register: float, last_top: int | None) -> list[int]:
-    """Pitches of the closing tonic chord: bass in octave 2-3, a close triad near `register`, a top note."""
+def final_chord(tonic: int, mode: int, register: float, last_top: int | None, energy: float = 1.0) -> list[int]:
+    """Pitches of the closing tonic chord: bass in octave 2-3, a close triad near `register`, a top note;
+    as full as the clip is busy: below ENDING_LIGHT_ENERGY the bass and the triad only (a calm clip closes
+    softly), below ENDING_FULL_ENERGY with the top note, from there also the bass doubled an octave down."""
     third = 3 if mode else 4
     bass = 36 + (tonic - 36) % 12
     if bass < 38:
@@ -88,7 +94,10 @@ def final_chord(tonic: int, mode: int, register: float, last_top: int | None) ->
         pc = (tonic + interval) % 12
         p = center - 6 + (pc - (center - 6)) % 12
         triad.append(p)
-    chord = sorted({bass, bass - 12 if bass - 12 >= 28 else bass, *triad})
+    low = bass - 12 if bass - 12 >= 28 and energy >= ENDING_FULL_ENERGY else bass
+    chord = sorted({bass, low, *triad})
+    if energy < ENDING_LIGHT_ENERGY:
+        return chord
     top_pc = [tonic % 12, (tonic + third) % 12]
     ref = last_top if last_top is not None else max(triad) + 3
     top = min((p for p in range(48, 96) if p % 12 in top_pc and p > max(triad)), key=lambda p: abs(p - ref))
@@ -109,13 +118,15 @@ def roll_to_midi(roll: np.ndarray, plan):
            for (s, _, _), v in zip(notes, vel)]
     last_top = max((p for s, _, p in notes if s >= cut - STEPS_PER_BAR), default=None)
     step_s = 60.0 / plan.bpm / STEPS_PER_BEAT
-    end_step = plan.duration_s / step_s  # exact end of the video on the step grid (may be fractional)
-    chord = final_chord(plan.key_tonic, plan.key_mode, plan.register_end, last_top)
+    offset = float(getattr(plan, "start_s", 0.0))
+    end_step = (plan.duration_s - offset) / step_s  # exact end of the video on the step grid (may be fractional)
+    energy = float((getattr(plan, "energy", None) or {}).get("energy", 1.0))
+    chord = final_chord(plan.key_tonic, plan.key_mode, plan.register_end, last_top, energy)
     ending_vel = int(np.clip(plan.velocity_base - 4, 40, 96))
     notes_all = notes + [(cut, int(np.ceil(end_step)), p) for p in chord]
     vel_all = vel + [ending_vel - (6 if p < 48 else 0) for p in chord]
-    pm = notes_to_midi(notes_all, vel_all, plan.bpm, end_time_s=plan.duration_s)
-    add_pedal(pm.instruments[0], pedal_change_times(plan, cut * step_s), plan.duration_s)
+    pm = notes_to_midi(notes_all, vel_all, plan.bpm, end_time_s=plan.duration_s, offset_s=offset)
+    add_pedal(pm.instruments[0], pedal_change_times(plan, offset + cut * step_s), plan.duration_s)
     return pm
 
 
@@ -124,15 +135,17 @@ def pedal_change_times(plan, ending_s: float) -> list[float]:
     or a new section), and the final chord."""
     c = plan.controls
     beat_s = 60.0 / plan.bpm
+    offset = float(getattr(plan, "start_s", 0.0))
     starts = {int(s["start_beat"]) for s in plan.sections}
     times = []
     for b in range(len(c.chord_root)):
-        if b * beat_s >= ending_s - 1e-6:
+        t = offset + b * beat_s
+        if t >= ending_s - 1e-6:
             break
         new_chord = b == 0 or c.chord_root[b] != c.chord_root[b - 1] \
             or not np.array_equal(c.chord_chroma[b], c.chord_chroma[b - 1])
         if new_chord or b in starts:
-            times.append(b * beat_s)
+            times.append(t)
     times.append(ending_s)
     return sorted(set(round(t, 6) for t in times))
 
@@ -164,12 +177,13 @@ def write_midi(pm, path: str | Path) -> None:
 def midi_to_roll(pm, plan) -> np.ndarray:
     """The final MIDI back on the plan's sixteenth grid (2, T, 128), ending chord included (for report.png)."""
     step_s = 60.0 / plan.bpm / STEPS_PER_BEAT
-    n_steps = int(np.ceil(plan.duration_s / step_s - 1e-6))
+    offset = float(getattr(plan, "start_s", 0.0))
+    n_steps = int(np.ceil((plan.duration_s - offset) / step_s - 1e-6))
     roll = np.zeros((2, n_steps, 128), np.float32)
     for inst in pm.instruments:
         for n in inst.notes:
-            s = min(n_steps - 1, int(round(n.start / step_s)))
-            e = max(s + 1, min(n_steps, int(round(n.end / step_s))))
+            s = min(n_steps - 1, int(round((n.start - offset) / step_s)))
+            e = max(s + 1, min(n_steps, int(round((n.end - offset) / step_s))))
             roll[0, s, n.pitch] = 1
             roll[1, s + 1:e, n.pitch] = 1
     return roll

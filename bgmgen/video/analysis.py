@@ -1,7 +1,7 @@
 """analysis: everything the planner needs to know about a video, computed once and cached.
 
-    probe -> decode (one pass, 96x54, streamed) -> shots (TransNetV2) -> motion / picture statistics
-          -> keyframes (one sparse pass at 384x384) -> CLIP, captions, caption embeddings, mood (semantic.py)
+    probe -> decode (one pass, 96x54, streamed) -> shots (TransNetV2) -> motion / periodicity / picture
+          statistics -> original sound (sound.py) -> keyframes (one sparse pass at 384x384) -> CLIP, captions, caption embeddings, mood (semantic.py)
 
 `analyse_video(path, options, models)` returns a `VideoAnalysis` (frozen, complete);
 `analyse_video_with_keyframes` returns it with the report keyframes as a `KeyframeJob` (result.py),
@@ -33,12 +33,13 @@ from typing import Callable
 
 import numpy as np
 
-from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
+from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError, one_line
 from bgmgen.core.files import content_sha256, user_cache_dir
 from bgmgen.core.timing import Stopwatch
 from bgmgen.video import motion as motion_mod
 from bgmgen.video import semantic
 from bgmgen.video import shots as shots_mod
+from bgmgen.video import sound as sound_mod
 from bgmgen.video.decode import FrameChunk, scan_small
 from bgmgen.video.options import NOT_IN_CACHE_KEY, AnalysisOptions
 from bgmgen.video.probe import probe
@@ -239,7 +240,7 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
     shot_frames = [(frame_edges[i], frame_edges[i + 1]) for i in range(len(frame_edges) - 1)]
 
     with sw.stage("motion", progress):
-        mres = motion_mod.motion_curves(times, stats["diff"], cut_frames, probs)
+        mres = motion_mod.motion_curves(times, stats["diff"], cut_frames, probs, stats["local"], stats["energy"])
         pstats = motion_mod.picture_stats(stats, shot_frames)
         key_idx = motion_mod.keyframe_indices(mres.motion_abs, shot_frames)
         keyframe_times = [round(float(times[i]), 4) for i in key_idx]
@@ -266,10 +267,18 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
         captions = semantic.caption_frames(sem, sampled.caption, durations=durations)
     with sw.stage("text", progress):
         cap_emb = semantic.embed_texts(sem, captions) if captions else None
+    with sw.stage("sound", progress):
+        try:
+            sound = sound_mod.sound_features(info)
+        except BgmgenError as err:  # an audio stream that does not decode: no sound evidence
+            sound = {}
+            warnings.append(f"original sound not analysed ({one_line(str(err))[:160]})")
     with sw.stage("mood", progress):
-        mood_scores, mood_source = semantic.estimate_mood(
+        cuts_per_s = motion_mod.cuts_per_second(len(cuts_s), duration)
+        mood_scores, mood_source, evidence = semantic.estimate_mood_with_evidence(
             sem, caption_embeddings=cap_emb, clip_embeddings=clip_emb, picture_stats=pstats,
-            motion_abs=mres.motion_abs, shot_weights=durations)
+            motion_abs=mres.motion_abs, shot_weights=durations, cuts_per_s=cuts_per_s, sound=sound,
+            periodic=mres.periodicity.get("strength", 0.0))
     fallbacks.update(sem.fallbacks)
     if options.require_semantic and (clip_emb is None or captions is None):
         missing = ", ".join(n for n, v in (("CLIP", clip_emb), ("BLIP", captions)) if v is None)
@@ -299,6 +308,9 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
         warnings=warnings,
         shot_probabilities=probs.astype(np.float32),
         cache={"key": key, "hit": False, "path": None},
+        periodicity=dict(mres.periodicity),
+        sound=dict(sound),
+        mood_evidence=evidence,
     )
     stem = cache_dir / key if options.use_cache and key and cache_dir is not None else None
 

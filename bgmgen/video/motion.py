@@ -1,14 +1,25 @@
-"""motion: per-frame motion energy, visual onsets, per-shot picture statistics and keyframes.
+"""motion: per-frame motion energy, visual onsets, periodic motion, per-shot picture statistics and keyframes.
 
-Energy is the mean absolute difference between consecutive analysed frames (luma, 96x54, 0..255), the
-cheapest measure that follows both subject and camera motion. `motion_abs` keeps that absolute scale
-so a calm video stays calm; `motion` is the same curve on a robust per-video scale (its 95th
-percentile, but never below `ABS_FLOOR`, so sensor noise in a still shot is not stretched to 1).
-Frames at cuts and inside detected transitions are replaced by their neighbours: a cut is an accent
-of its own (shots.py), not motion.
+Three per-frame measures on the analysed luma (96x54, 0..255), each with the frame's mean removed
+first, so a fade (the whole picture brightening or darkening) is not motion:
+  * `diff`   mean absolute difference to the previous frame (cut detection aid, keyframes);
+  * `local`  the same difference in 6x6-pixel blocks, mean of the busiest quarter of the blocks: a
+             small subject that moves fast (a juggler's ball and legs) counts as much as a slow
+             camera drift over the whole picture (visual onsets and periodicity are read off it);
+  * `energy` the block measure against the frame `ENERGY_LAG_S` earlier: texture flicker (water,
+             sensor noise, compression) does not grow with the lag, real motion does, so this
+             separates a shimmering stream from a moving subject (`motion_abs`).
+`motion_abs` is the energy curve on its absolute scale (so a calm video stays calm); `motion` is the
+same curve mapped onto 0..1 with one fixed log scale for every video (`energy_level`), not a
+per-video normalisation. Frames at cuts and inside detected transitions are replaced by their
+neighbours: a cut is an accent of its own (shots.py), not motion.
 
-Visual onsets are peaks of the positive novelty (energy minus its recent average), at least
-`ONSET_MIN_GAP_S` apart, with a strength 0..1.
+Visual onsets are peaks of the positive novelty (local motion minus its recent average), at least
+`ONSET_MIN_GAP_S` apart, with a strength 0..1. Periodic motion (jumps, steps, juggling, a swinging
+camera): the autocorrelation of the local-motion curve, its strongest peak between
+`PERIOD_RANGE_S`, refined to a fraction of a frame by the Fourier phase of the curve, and kept only
+when the visual onsets come once a cycle at one phase (`periodicity`, `supported`: period, phase of
+the onsets, strength 0..1, onset coherence and coverage).
 
 Keyframes: one per shot (the stillest frame in the middle half of the shot: sharp, representative)
 for the report and for captions, and ~1 fps samples for CLIP. `sample_frames` decodes them in one
@@ -24,9 +35,32 @@ import numpy as np
 from bgmgen.video.decode import FrameChunk, ScanResult, frames_at
 from bgmgen.video.probe import VideoInfo
 
-ABS_FLOOR = 3.0  # mean-abs-difference units (0..255): motion below this never normalises above ~0.3
-NORM_PERCENTILE = 95.0
 SMOOTH_FRAMES = 3
+BLOCK_PX = 6  # 96x54 -> 16x9 blocks
+BUSY_SHARE = 0.25  # `local` / `energy`: mean of the busiest quarter of the blocks
+ENERGY_LAG_S = 0.2  # `energy` compares frames this far apart (~5 frames at 25 fps)
+# The fixed scale of `motion` (energy_level): log2(1 + energy) mapped linearly from ENERGY_STILL
+# (0: compression noise on a still picture; the still shots of the shared pyscenedetect clip measure
+# 0.04, a test pattern's static grid 0) to ENERGY_FAST (1: the skipping rope of the shared Big Buck
+# Bunny clip measures 46, the busiest real clip we have; a cyclist street scene 33, a juggler 15, a
+# signer 11, a water stream 7).
+ENERGY_STILL = 1.0
+ENERGY_FAST = 48.0
+PERIOD_RANGE_S = (0.25, 1.5)  # periods that can be a beat or a bar half: 40..240 BPM
+PERIOD_MIN_CYCLES = 3.0  # a period must repeat this often in the clip
+PERIOD_MIN_MOTION = 3.0  # a curve whose 90th percentile is below this (block difference units: compression
+                         # noise on a still picture measures ~0.2) has no motion to repeat
+PATTERN_FRAMES = 4
+PERIOD_MIN_ONSET_SUPPORT = 0.5  # visual onsets per cycle, at least
+# Phase coherence R of those onsets at the period (see `supported`): at least PERIOD_MIN_COHERENCE, and
+# n_onsets * R^2 (Rayleigh's statistic: onsets at random phases give ~1, P(> 3) ~ 5 %) at least
+# PERIOD_MIN_RAYLEIGH. The shared juggling clip: 15 onsets, R 0.47 -> 3.3; a synthetic bounce 10 x 1.0.
+PERIOD_MIN_COHERENCE = 0.35
+PERIOD_MIN_RAYLEIGH = 3.0
+# autocorrelation at the period (0..1) after the 4-frame average: the shared juggling clip (kicks every
+# ~0.65 s, not quite regular) measures 0.19, a synthetic bounce 0.99; the period must also be confirmed by
+# the visual onsets (PERIOD_MIN_ONSET_SUPPORT), so a weak threshold does not lock on noise
+PERIOD_MIN_STRENGTH = 0.15
 ONSET_MIN_GAP_S = 0.15
 ONSET_HISTORY_S = 0.25
 CUT_GUARD_FRAMES = 2  # frames each side of a cut excluded from motion and onsets
@@ -35,7 +69,40 @@ MAX_CLIP_FRAMES = 240
 CAPTION_SIZE = (384, 384)  # BLIP's input
 CLIP_SIZE = (224, 224)  # CLIP's input
 KEYFRAME_HEIGHT = 90  # report keyframes
-STAGE_VERSION = "motion-1"
+STAGE_VERSION = "motion-2"
+# Cutting as energy: cuts per second -> 0..1, linear from CUT_RATE_CALM (a cut every 5 s: ordinary
+# editing, no energy; the shared pyscenedetect clip's fades count 0.29/s) to CUT_RATE_FULL (a cut every
+# second: a montage). The count is divided by at least CUT_RATE_MIN_WINDOW_S, so one cut (or one fade
+# taken for a cut) in a 2 s clip is not fast editing. Used by the mood rule and the plan's energy.
+CUT_RATE_CALM = 0.2
+CUT_RATE_FULL = 1.0
+CUT_RATE_MIN_WINDOW_S = 6.0
+
+
+def cuts_per_second(n_cuts: int, duration_s: float) -> float:
+    return float(n_cuts) / max(float(duration_s), CUT_RATE_MIN_WINDOW_S)
+
+
+def cutting_level(cuts_per_s: float) -> float:
+    """0 (no cuts, or ordinary editing) .. 1 (a cut every second or faster)."""
+    return float(np.clip((float(cuts_per_s) - CUT_RATE_CALM) / (CUT_RATE_FULL - CUT_RATE_CALM), 0.0, 1.0))
+
+
+def energy_level(energy_abs) -> np.ndarray:
+    """Absolute motion energy (block difference units) -> 0..1 on the one fixed log scale."""
+    x = np.log2(1.0 + np.maximum(np.asarray(energy_abs, np.float64), 0.0))
+    lo, hi = np.log2(1.0 + ENERGY_STILL), np.log2(1.0 + ENERGY_FAST)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _busy_blocks(d: np.ndarray) -> np.ndarray:
+    """[n, h, w] absolute differences -> [n] mean of the busiest BUSY_SHARE of BLOCK_PX blocks."""
+    n, h, w = d.shape
+    bh, bw = max(1, h // BLOCK_PX), max(1, w // BLOCK_PX)
+    ph, pw = h // bh, w // bw
+    blocks = d[:, :bh * ph, :bw * pw].reshape(n, bh, ph, bw, pw).mean(axis=(2, 4)).reshape(n, -1)
+    k = max(1, int(round(blocks.shape[1] * BUSY_SHARE)))
+    return np.sort(blocks, axis=1)[:, -k:].mean(axis=1)
 
 
 class FrameStatsAccumulator:
@@ -43,7 +110,11 @@ class FrameStatsAccumulator:
 
     def __init__(self):
         self._prev: np.ndarray | None = None
+        self._hist: np.ndarray | None = None  # mean-removed luma of the last ENERGY_LAG_S (+ a frame)
+        self._hist_t: np.ndarray | None = None
         self.diff: list[np.ndarray] = []
+        self.local: list[np.ndarray] = []
+        self.energy: list[np.ndarray] = []
         self.brightness: list[np.ndarray] = []
         self.saturation: list[np.ndarray] = []
         self.warmth: list[np.ndarray] = []
@@ -58,6 +129,26 @@ class FrameStatsAccumulator:
             d = np.concatenate([[0.0], d])
         self.diff.append(d.astype(np.float32))
         self._prev = luma[-1]
+        # Mean-removed luma (a fade is not motion); lag-1 and lag-ENERGY_LAG_S block differences.
+        centred = luma - luma.mean(axis=(1, 2), keepdims=True)
+        times = np.asarray(chunk.times_s, np.float64)
+        seq = centred if self._hist is None else np.concatenate([self._hist, centred])
+        seq_t = times if self._hist_t is None else np.concatenate([self._hist_t, times])
+        first = len(seq) - len(centred)  # index of this chunk's first frame in seq
+        idx = np.arange(first, len(seq))
+        prev = np.maximum(idx - 1, 0)
+        local = _busy_blocks(np.abs(seq[idx] - seq[prev]))
+        local[idx == 0] = 0.0
+        lag = np.searchsorted(seq_t, seq_t[idx] - ENERGY_LAG_S + 1e-6, side="right") - 1
+        energy = np.full(len(idx), np.nan, np.float32)
+        ok = lag >= 0
+        if ok.any():
+            energy[ok] = _busy_blocks(np.abs(seq[idx[ok]] - seq[lag[ok]]))
+        self.local.append(local.astype(np.float32))
+        self.energy.append(energy)
+        keep = seq_t >= seq_t[-1] - ENERGY_LAG_S - 0.1
+        keep[-1] = True
+        self._hist, self._hist_t = seq[keep], seq_t[keep]
         mx, mn = rgb.max(axis=3), rgb.min(axis=3)
         self.brightness.append((luma.mean(axis=(1, 2)) / 255.0).astype(np.float32))
         self.saturation.append(((mx - mn) / np.maximum(mx, 1.0)).mean(axis=(1, 2)).astype(np.float32))
@@ -65,17 +156,18 @@ class FrameStatsAccumulator:
 
     def arrays(self) -> dict[str, np.ndarray]:
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.float32)  # noqa: E731
-        return {"diff": cat(self.diff), "brightness": cat(self.brightness),
+        return {"diff": cat(self.diff), "local": cat(self.local), "energy": cat(self.energy),
+                "brightness": cat(self.brightness),
                 "saturation": cat(self.saturation), "warmth": cat(self.warmth)}
 
 
 @dataclass
 class MotionResult:
     times_s: np.ndarray
-    motion: np.ndarray  # 0..1
-    motion_abs: np.ndarray  # 0..255 scale
+    motion: np.ndarray  # 0..1, energy_level(motion_abs): one absolute scale for every video
+    motion_abs: np.ndarray  # energy, block difference units (0..255 scale)
     onsets: list[tuple[float, float]]
-    scale: float  # motion_abs value that maps to 1.0
+    periodicity: dict  # {} or {"period_s", "phase_s", "strength", "n_cycles"}
 
 
 def _moving_average(x: np.ndarray, k: int) -> np.ndarray:
@@ -108,24 +200,35 @@ def _fill_masked(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def motion_curves(times_s: np.ndarray, diff: np.ndarray, cut_frames: list[int],
-                  shot_probs: np.ndarray | None = None) -> MotionResult:
-    """Energy curves and onsets from the per-frame differences of `FrameStatsAccumulator`."""
+                  shot_probs: np.ndarray | None = None, local: np.ndarray | None = None,
+                  energy: np.ndarray | None = None) -> MotionResult:
+    """Energy curves, onsets and periodicity from the per-frame measures of `FrameStatsAccumulator`
+    (`local` / `energy` default to `diff` when absent)."""
     n = len(diff)
     times_s = np.asarray(times_s, dtype=np.float64)
     if n == 0:
-        return MotionResult(times_s, np.zeros(0, np.float32), np.zeros(0, np.float32), [], ABS_FLOOR)
+        return MotionResult(times_s, np.zeros(0, np.float32), np.zeros(0, np.float32), [], {})
+    diff = np.asarray(diff, np.float32)
+    local = diff if local is None or len(local) != n else np.asarray(local, np.float32)
+    energy = local if energy is None or len(energy) != n else np.asarray(energy, np.float32)
+    dt = float(np.median(np.diff(times_s))) if n > 1 else 1 / 30
+    dt = dt if dt > 0 else 1 / 30
     mask = transition_mask(n, cut_frames, shot_probs)
     mask[0] = True  # the first frame has no predecessor
     if n == 1:
         mask[:] = True
-    clean = _fill_masked(diff.astype(np.float32), mask)
-    absolute = _moving_average(clean, SMOOTH_FRAMES)
-    scale = float(max(np.percentile(absolute, NORM_PERCENTILE), ABS_FLOOR))
-    motion = np.clip(absolute / scale, 0.0, 1.0).astype(np.float32)
+    # `energy` compares frames ENERGY_LAG_S apart: frames that far after a cut straddle it.
+    lag_frames = max(1, int(round(ENERGY_LAG_S / dt)))
+    emask = mask.copy() | ~np.isfinite(energy)
+    for c in cut_frames:
+        emask[max(0, c):min(n, c + lag_frames + CUT_GUARD_FRAMES)] = True
+    if emask.all():  # too short for the lag: the lag-1 measure stands in
+        energy, emask = local, mask
+    absolute = _moving_average(_fill_masked(np.nan_to_num(energy), emask), SMOOTH_FRAMES)
+    motion = energy_level(absolute).astype(np.float32)
+    clean = _fill_masked(local, mask)
 
     # Onsets: positive novelty against the recent past, peak-picked.
-    dt = float(np.median(np.diff(times_s))) if n > 1 else 1 / 30
-    dt = dt if dt > 0 else 1 / 30
     hist = max(1, int(round(ONSET_HISTORY_S / dt)))
     csum = np.concatenate([[0.0], np.cumsum(clean, dtype=np.float64)])
     idx = np.arange(n)
@@ -134,8 +237,10 @@ def motion_curves(times_s: np.ndarray, diff: np.ndarray, cut_frames: list[int],
     novelty = np.maximum(0.0, clean - past)
     novelty[mask] = 0.0
     gap = max(1, int(round(ONSET_MIN_GAP_S / dt)))
-    floor = max(0.5, float(novelty.mean() + 1.5 * novelty.std()))
-    top = max(float(np.percentile(novelty, 99)), scale * 0.5, 1e-6)
+    top = max(float(np.percentile(novelty, 99)), 1e-6)
+    # a peak stands out from the noise (1.5 sd), or reaches half the strongest (a regular motion's peaks
+    # are all alike, so they sit near mean + 1.4 sd and would fall below the first rule)
+    floor = max(0.5, min(float(novelty.mean() + 1.5 * novelty.std()), 0.5 * top))
     onsets: list[tuple[float, float]] = []
     order = np.argsort(-novelty, kind="stable")
     taken = np.zeros(n, bool)
@@ -147,7 +252,105 @@ def motion_curves(times_s: np.ndarray, diff: np.ndarray, cut_frames: list[int],
         taken[i] = True
         onsets.append((round(float(times_s[i]), 4), round(float(min(1.0, novelty[i] / top)), 4)))
     onsets.sort()
-    return MotionResult(times_s, motion, absolute, onsets, scale)
+    return MotionResult(times_s, motion, absolute.astype(np.float32), onsets,
+                        supported(periodicity(times_s, clean, mask, onsets), onsets))
+
+
+def supported(per: dict, onsets: list[tuple[float, float]]) -> dict:
+    """`per` confirmed by the visual onsets, with its phase taken from them (the music's beats go where
+    the picture's accents are), else {}. The onsets must come about once a cycle (at least
+    PERIOD_MIN_ONSET_SUPPORT of the cycles) and at the same point of it: their phase coherence (the
+    length of the mean of exp(2 pi i t / period), strength-weighted; 1 = all at one phase, ~0 =
+    anywhere) at least PERIOD_MIN_COHERENCE, and unlikely by chance (PERIOD_MIN_RAYLEIGH). A slow pan's sub-pixel flicker also repeats, but its
+    onsets fall anywhere in the cycle."""
+    if not per or not onsets:
+        return {}
+    period = per["period_s"]
+    t = np.array([o[0] for o in onsets], np.float64)
+    w = np.array([max(o[1], 1e-3) for o in onsets], np.float64)
+    z = np.sum(w * np.exp(2j * np.pi * t / period)) / w.sum()
+    coherence = float(np.abs(z))
+    coverage = min(1.0, len(onsets) / max(per["n_cycles"], 1.0))
+    rayleigh = len(onsets) * coherence ** 2
+    if coverage < PERIOD_MIN_ONSET_SUPPORT or coherence < PERIOD_MIN_COHERENCE or rayleigh < PERIOD_MIN_RAYLEIGH:
+        return {}
+    phase = float((np.angle(z) / (2 * np.pi) * period) % period)
+    return {**per, "phase_s": round(phase, 4), "motion_phase_s": per["phase_s"],
+            "onset_coherence": round(coherence, 3), "onset_coverage": round(coverage, 3),
+            "rayleigh": round(rayleigh, 2)}
+
+
+def periodicity(times_s: np.ndarray, curve: np.ndarray, mask: np.ndarray | None = None,
+                onsets: list[tuple[float, float]] | None = None) -> dict:
+    """The strongest repeating period of a motion curve: {} when none is clear, else
+    {"period_s", "phase_s" (time of a peak of the cycle, 0 <= phase < period), "strength" (the
+    autocorrelation at the period, 0..1), "n_cycles"}. The autocorrelation of the detrended curve
+    finds the period to a frame; within +-10 % of it, the period at which the visual `onsets` line up
+    best (their phase coherence), else the curve's Fourier magnitude, refines it; the phase is the
+    curve's at that period (frames inside transitions count as zero)."""
+    n = len(curve)
+    if n < 8:
+        return {}
+    dt = float(np.median(np.diff(times_s)))
+    if not dt > 0:
+        return {}
+    duration = float(times_s[-1] - times_s[0]) + dt
+    x = np.asarray(curve, np.float64).copy()
+    if np.percentile(x, 90) < PERIOD_MIN_MOTION:
+        return {}
+    # A 4-frame moving average: frame patterns of 2 or 4 frames (pulldown, duplicated frames, encoder or
+    # scaler alternation) are not motion; periods of 8 frames and more keep most of their strength.
+    x = _moving_average(x, PATTERN_FRAMES).astype(np.float64)
+    # Gaussian trend (sigma 1 s: it keeps <0.1 % of a 1.5 s period, and unlike a moving average has
+    # no blind periods), so slow swells of motion do not count as a rhythm.
+    sigma = 1.0 / dt
+    half = int(3 * sigma)
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    x = x - np.convolve(np.pad(x, half, mode="edge"), kernel, mode="valid")
+    if mask is not None and len(mask) == n:
+        x[mask] = 0.0
+    x -= x.mean()
+    if not np.any(x):
+        return {}
+    lo = max(2, int(np.ceil(PERIOD_RANGE_S[0] / dt)))
+    hi = min(int(PERIOD_RANGE_S[1] / dt), int(duration / PERIOD_MIN_CYCLES / dt))
+    if hi <= lo + 1:
+        return {}
+    spectrum = np.fft.rfft(x, 2 * n)  # autocorrelation through the FFT: O(n log n) for long videos
+    ac = np.fft.irfft(spectrum * np.conj(spectrum), 2 * n)[:n] / np.arange(n, 0, -1)
+    if ac[0] <= 0:
+        return {}
+    ac = ac / ac[0]
+    peaks = [i for i in range(lo, min(hi, n - 2) + 1) if ac[i] >= ac[i - 1] and ac[i] >= ac[i + 1]]
+    if not peaks:
+        return {}
+    # the shortest peak within 10 % of the strongest: the period itself, not a multiple of it
+    top = max(ac[i] for i in peaks)
+    if top < PERIOD_MIN_STRENGTH:
+        return {}
+    k = next(i for i in peaks if ac[i] >= 0.9 * top)
+    strength = float(ac[k])
+    if strength < PERIOD_MIN_STRENGTH:
+        return {}
+    # A curve that already repeats at a lag below the range is a flicker (a slow pan's sub-pixel
+    # aliasing, a strobing light), and the found period only a multiple of it: no beat.
+    if any(ac[j] >= ac[j - 1] and ac[j] >= ac[j + 1] and ac[j] >= 0.9 * strength for j in range(2, lo)):
+        return {}
+    t = np.asarray(times_s, np.float64) - float(times_s[0])
+    periods = k * dt * np.linspace(0.9, 1.1, 201)
+    if onsets is not None and len(onsets) >= 3:  # the period at which the visual onsets line up best
+        ot = np.array([o[0] for o in onsets], np.float64)
+        ow = np.array([max(o[1], 1e-3) for o in onsets], np.float64)
+        j = int(np.argmax(np.abs(np.exp(2j * np.pi * ot[None, :] / periods[:, None]) @ ow)))
+    else:
+        j = None
+    phasors = np.exp(-2j * np.pi * t[None, :] / periods[:, None]) @ np.maximum(x, 0.0)
+    j = int(np.argmax(np.abs(phasors))) if j is None else j
+    period = float(periods[j])
+    phase = float((-np.angle(phasors[j]) / (2 * np.pi) * period) % period) + float(times_s[0])
+    return {"period_s": round(period, 4), "phase_s": round(phase % period, 4), "strength": round(strength, 3),
+            "n_cycles": round(duration / period, 2)}
 
 
 def picture_stats(stats: dict[str, np.ndarray], shot_frames: list[tuple[int, int]]) -> list[dict]:

@@ -24,7 +24,7 @@ from bgmgen.video import motion as motion_mod
 from bgmgen.video import shots as shots_mod
 from bgmgen.video.probe import VideoInfo
 
-ANALYSIS_VERSION = f"analysis-1+{shots_mod.STAGE_VERSION}+{motion_mod.STAGE_VERSION}"
+ANALYSIS_VERSION = f"analysis-3+{shots_mod.STAGE_VERSION}+{motion_mod.STAGE_VERSION}"
 
 
 def _r(x, nd: int = 5):
@@ -53,6 +53,9 @@ class VideoAnalysis:
     warnings: list[str] = field(default_factory=list)
     shot_probabilities: np.ndarray | None = None  # [N] TransNetV2 output per analysed frame
     cache: dict = field(default_factory=dict)  # {"key", "hit", "path"}
+    periodicity: dict = field(default_factory=dict)  # motion.periodicity: {} or {period_s, phase_s, strength, n_cycles}
+    sound: dict = field(default_factory=dict)  # sound.sound_features: {} or {level_db, active_share, onset_rate, activity}
+    mood_evidence: dict = field(default_factory=dict)  # semantic.estimate_mood_with_evidence: features, per-source scores
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The array fields that are set (the cache entry's npz, with the keyframes)."""
@@ -82,6 +85,9 @@ class VideoAnalysis:
             "timings_s": {k: round(float(v), 4) for k, v in self.timings_s.items()},
             "warnings": list(self.warnings),
             "cache": dict(self.cache),
+            "periodicity": dict(self.periodicity),
+            "sound": dict(self.sound),
+            "mood_evidence": self.mood_evidence,
         }
 
 
@@ -136,6 +142,9 @@ def load_entry(stem: str | os.PathLike) -> tuple[VideoAnalysis, np.ndarray]:
         warnings=list(meta["warnings"]),
         shot_probabilities=arrays.get("shot_probabilities"),
         cache=dict(meta.get("cache") or {}),
+        periodicity=dict(meta.get("periodicity") or {}),
+        sound=dict(meta.get("sound") or {}),
+        mood_evidence=dict(meta.get("mood_evidence") or {}),
     )
     return analysis, arrays["keyframes"]
 

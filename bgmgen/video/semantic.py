@@ -19,7 +19,6 @@ MissingDependencyError. The sentence encoder has no fallback (it ships in a whee
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -323,28 +322,48 @@ def mood_from_clip(models: SemanticModels, clip_embeddings: np.ndarray) -> np.nd
     return probs.mean(0)
 
 
-# Picture-statistics rule. Features are centred on typical footage and clipped to [-1, 1]:
-#   B brightness  (b - 0.45) / 0.25      S saturation (s - 0.30) / 0.20      W warmth w / 0.25
-#   M motion      (log2(1 + a) - log2(5)) / 2, a = mean absolute frame difference (0..255, the top 5 %
-#                 of frames, i.e. cut spikes, left out):
-#                 a = 0 -> -1 (still), a = 4 -> 0, a >= 19 -> +1 (fast action)
-# logit(mood) = weights . (B, S, M, W); scores = softmax(logits / STATS_TEMPERATURE).
-# Reading the table: dark + still -> melancholic; dark + moving -> tense; bright + saturated +
-# moving -> happy / energetic; bright + still -> calm; warm + soft (unsaturated) + slow -> dreamy.
-STATS_WEIGHTS: dict[str, tuple[float, float, float, float]] = {
-    #               B     S     M     W
-    "calm":        (0.5, -0.3, -1.0, 0.0),
-    "happy":       (0.8, 0.8, 0.2, 0.4),
-    "energetic":   (0.2, 0.5, 1.2, 0.0),
-    "melancholic": (-1.0, -0.6, -0.6, -0.4),
-    "tense":       (-1.0, 0.0, 0.6, -0.2),
-    "dreamy":      (0.2, -0.6, -0.4, 0.8),
+# The rule without CLIP/BLIP weights (the README has it as a table). Features, each centred on
+# typical footage and clipped to [-1, 1] (0 = no evidence either way):
+#   B brightness   (b - 0.45) / 0.25                      S saturation  (s - 0.30) / 0.20
+#   W warmth       w / 0.25 (mean R - B)
+#   M motion       2 * energy_level(a) - 1, a = mean absolute motion energy (motion.py's fixed scale; the
+#                  top 5 % of frames, i.e. cut spikes, left out): a still picture -1, a person signing ~0,
+#                  a skipping rope +1
+#   C cutting      motion.cutting_level(cuts per second): 0 up to a cut every 5 s, 1 from a cut every second
+#                  (a clip without fast cutting is no evidence either way: 0)
+#   A sound        2 * activity - 1 of the original sound (sound.py: level and onset rate; silence or a
+#                  quiet steady ambience -> -1 .. -0.6, speech or music -> ~+0.5); 0 without an audio track
+#   P rhythm       strength 0..1 of a periodic motion (motion.periodicity: jumps, steps, juggling), else 0
+#   1 bias         energetic and tense need more than average motion (M = 0 is a person signing)
+# logit(mood) = weights . (B, S, M, W, C, A, P, 1); scores = softmax(logits / STATS_TEMPERATURE).
+# Reading the table: motion, cutting and sound decide the energy (calm / dreamy / melancholic against
+# happy / tense / energetic), brightness and colour the valence (dark -> melancholic or tense, bright and
+# saturated -> happy). Dreamy needs a soft, warm picture that hardly moves: a bright, busy scene (a girl
+# jumping on a bed) is happy or energetic, never dreamy, because M and C weigh against dreamy.
+STATS_WEIGHTS: dict[str, tuple[float, ...]] = {
+    #               B     S     M     W     C     A     P     1
+    "calm":        (0.4, -0.3, -1.2, 0.0, -0.6, -0.5, -0.5, 0.0),
+    "happy":       (0.8, 0.8, 0.3, 0.4, 0.2, 0.3, 0.4, 0.0),
+    "energetic":   (0.1, 0.4, 1.5, 0.0, 0.8, 0.6, 0.8, -0.3),
+    "melancholic": (-1.0, -0.6, -0.6, -0.4, -0.3, -0.3, -0.3, 0.0),
+    "tense":       (-1.0, 0.0, 0.6, -0.2, 0.5, 0.3, 0.0, -0.2),
+    "dreamy":      (0.1, -0.6, -0.8, 0.8, -0.5, -0.3, -0.5, 0.0),
 }
+FEATURES = ("B", "S", "M", "W", "C", "A", "P")
+# With CLIP / captions: their distribution decides the mood, and the energy of the picture moves it
+# along each mood's energy (logit += ENERGY_WEIGHT * energy feature * MOOD_ENERGY[mood]), the energy
+# feature being the mean of M and C (C only when there are cuts). A calm caption over a busy picture
+# leans to happy; "people dancing" over a still picture loses some of its energetic weight.
+MOOD_ENERGY = {"calm": -1.0, "dreamy": -0.6, "melancholic": -0.6, "happy": 0.4, "tense": 0.6, "energetic": 1.0}
+ENERGY_WEIGHT = 1.0  # a nudge: the semantic sources decide, a still vs a busy picture moves ~2 logits
 
 
 def picture_features(picture_stats: Sequence[dict] | None, motion_abs: np.ndarray | None,
-                     weights: Sequence[float] | None = None) -> dict[str, float]:
-    """The four centred features of the picture-statistics rule (see STATS_WEIGHTS)."""
+                     weights: Sequence[float] | None = None, *, cuts_per_s: float | None = None,
+                     sound: dict | None = None, periodic: float | None = None) -> dict[str, float]:
+    """The centred features of the mood rule (see STATS_WEIGHTS; the bias is not a feature)."""
+    from bgmgen.video.motion import cutting_level, energy_level
+
     stats = list(picture_stats or [])
     w = _weights(len(stats), weights)
 
@@ -356,22 +375,40 @@ def picture_features(picture_stats: Sequence[dict] | None, motion_abs: np.ndarra
     m = np.asarray(motion_abs, np.float64).ravel() if motion_abs is not None else np.zeros(0)
     m = m[np.isfinite(m)]
     # Mean of the frames below the 95th percentile: cut spikes do not make a still video "moving".
-    a = float(m[m <= np.percentile(m, 95)].mean()) if len(m) else 4.0
+    motion = float(2 * energy_level(m[m <= np.percentile(m, 95)].mean()) - 1) if len(m) else 0.0
+    activity = (sound or {}).get("activity")
     clip1 = lambda x: float(np.clip(x, -1.0, 1.0))  # noqa: E731
     return {
         "B": clip1((b - 0.45) / 0.25),
         "S": clip1((s - 0.30) / 0.20),
-        "M": clip1((math.log2(1.0 + max(a, 0.0)) - math.log2(5.0)) / 2.0),
+        "M": clip1(motion),
         "W": clip1(warm / 0.25),
+        "C": cutting_level(cuts_per_s or 0.0),
+        "A": 0.0 if activity is None else clip1(2 * float(activity) - 1),
+        "P": float(np.clip(periodic or 0.0, 0.0, 1.0)),
     }
 
 
 def mood_from_picture(picture_stats: Sequence[dict] | None, motion_abs: np.ndarray | None,
-                      weights: Sequence[float] | None = None) -> np.ndarray:
-    f = picture_features(picture_stats, motion_abs, weights)
-    x = np.array([f["B"], f["S"], f["M"], f["W"]])
+                      weights: Sequence[float] | None = None, *, cuts_per_s: float | None = None,
+                      sound: dict | None = None, periodic: float | None = None) -> np.ndarray:
+    f = picture_features(picture_stats, motion_abs, weights, cuts_per_s=cuts_per_s, sound=sound, periodic=periodic)
+    x = np.array([f[k] for k in FEATURES] + [1.0])
     logits = np.array([np.dot(STATS_WEIGHTS[m], x) for m in MOOD_NAMES])
     return softmax(logits, STATS_TEMPERATURE)
+
+
+def energy_feature(features: dict[str, float]) -> float:
+    """-1 (still) .. +1 (busy): motion (a periodic motion adds up to 0.3), and cutting when the clip has cuts."""
+    m = min(1.0, features["M"] + 0.3 * features.get("P", 0.0))
+    return m if features["C"] <= 0 else 0.5 * (m + (2 * features["C"] - 1))
+
+
+def with_energy(probs: np.ndarray, energy: float) -> np.ndarray:
+    """A semantic mood distribution moved along each mood's energy by the picture's energy."""
+    logits = np.log(np.maximum(np.asarray(probs, np.float64), 1e-9))
+    logits += ENERGY_WEIGHT * energy * np.array([MOOD_ENERGY[m] for m in MOOD_NAMES])
+    return softmax(logits, 1.0)
 
 
 def estimate_mood(
@@ -382,20 +419,65 @@ def estimate_mood(
     picture_stats: Sequence[dict] | None,
     motion_abs: np.ndarray | None,
     shot_weights: Sequence[float] | None = None,
+    cuts_per_s: float | None = None,
+    sound: dict | None = None,
+    periodic: float | None = None,
 ) -> tuple[dict[str, float], str]:
-    """(scores over MOODS summing to 1, source). Sources in order of preference:
-    "captions" (caption embeddings vs mood descriptions), "clip" (zero-shot CLIP),
-    "picture-statistics" (the STATS_WEIGHTS rule). `shot_weights` (e.g. shot durations) weight
-    the per-shot captions and picture statistics. Deterministic."""
+    """(scores over MOODS summing to 1, source); see estimate_mood_with_evidence."""
+    scores, source, _ = estimate_mood_with_evidence(
+        models, caption_embeddings=caption_embeddings, clip_embeddings=clip_embeddings,
+        picture_stats=picture_stats, motion_abs=motion_abs, shot_weights=shot_weights,
+        cuts_per_s=cuts_per_s, sound=sound, periodic=periodic)
+    return scores, source
+
+
+def estimate_mood_with_evidence(
+    models: SemanticModels,
+    *,
+    caption_embeddings: np.ndarray | None,
+    clip_embeddings: np.ndarray | None,
+    picture_stats: Sequence[dict] | None,
+    motion_abs: np.ndarray | None,
+    shot_weights: Sequence[float] | None = None,
+    cuts_per_s: float | None = None,
+    sound: dict | None = None,
+    periodic: float | None = None,
+) -> tuple[dict[str, float], str, dict]:
+    """(scores over MOODS summing to 1, source, evidence). With weights, the mean of the caption
+    distribution (caption embeddings vs mood descriptions) and the CLIP zero-shot distribution decides
+    (source "captions", "clip" or "captions+clip"), moved along each mood's energy by the picture's
+    motion and cutting (`with_energy`); without, the STATS_WEIGHTS rule over picture, motion, cutting
+    and sound ("picture-statistics"); `periodic` is the strength of a periodic motion. `shot_weights` (e.g. shot durations) weight the per-shot captions
+    and picture statistics. The evidence (features, each source's distribution) goes to run.json and
+    report.png. Deterministic."""
+    features = picture_features(picture_stats, motion_abs, shot_weights, cuts_per_s=cuts_per_s, sound=sound,
+                                periodic=periodic)
+    evidence: dict = {"features": {k: round(v, 3) for k, v in features.items()},
+                      "cuts_per_s": None if cuts_per_s is None else round(float(cuts_per_s), 3),
+                      "sound": dict(sound or {})}
+    semantic_parts = []
     if caption_embeddings is not None:
         p = mood_from_captions(models, caption_embeddings, shot_weights)
         if p is not None:
-            return _finish(p), "captions"
+            semantic_parts.append(("captions", p))
     if clip_embeddings is not None:
         p = mood_from_clip(models, clip_embeddings)
         if p is not None:
-            return _finish(p), "clip"
-    return _finish(mood_from_picture(picture_stats, motion_abs, shot_weights)), "picture-statistics"
+            semantic_parts.append(("clip", p))
+    for name, p in semantic_parts:
+        evidence[name] = _finish(p)
+    if semantic_parts:
+        mean = np.mean([p for _, p in semantic_parts], axis=0)
+        energy = energy_feature(features) if motion_abs is not None else 0.0
+        evidence["energy"] = round(energy, 3)
+        scores = _finish(with_energy(mean, energy))
+        source = "+".join(name for name, _ in semantic_parts)
+    else:
+        scores = _finish(mood_from_picture(picture_stats, motion_abs, shot_weights, cuts_per_s=cuts_per_s,
+                                           sound=sound, periodic=periodic))
+        source = "picture-statistics"
+    evidence["source"] = source
+    return scores, source, evidence
 
 
 __all__ = [
@@ -407,6 +489,7 @@ __all__ = [
     "clip_embed",
     "embed_texts",
     "estimate_mood",
+    "estimate_mood_with_evidence",
     "hub_reachable",
     "locate_weights",
     "mood_description_embeddings",
