@@ -65,6 +65,15 @@ guidance_scale = _number(float, 0.0, 20.0, "the guidance scale")
 learning_rate = _number(float, 1e-7, 1.0, "the learning rate")
 beat_offset = _number(float, None, None, "the beat offset")
 temperature_value = _number(float, 0.05, 5.0, "the sampling temperature")
+_kernel_length = _number(int, 0, 9, "the kernel length in steps")
+
+
+def kernel_steps(text):
+    """0 (no kernel) or an odd length up to 9 (the kernel is centred on its step)."""
+    value = _kernel_length(text)
+    if value % 2 == 0 and value != 0:
+        raise ValueError(f"the kernel length in steps must be 0 or odd, got {value}")
+    return value
 
 
 def one_of(name: str, kind: type = str, fold_case: bool = False) -> Callable[[Any], Any]:
