@@ -4,6 +4,7 @@ copy finds those weights from any folder (importlib.resources), not through a so
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,11 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    build_dir = ROOT / "build"  # setuptools builds in the source tree without isolation: leave it as found
+    existed = build_dir.exists()
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                            "--disable-pip-version-check", "-q", "-w", str(out), str(ROOT)],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and "No module named" in proc.stderr and "setuptools" in proc.stderr:
         pytest.skip("setuptools is not importable here; the wheel cannot be built without isolation")
+    if not existed:
+        shutil.rmtree(build_dir, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (found,) = out.glob("bgmgen-*.whl")
     return found

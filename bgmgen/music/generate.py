@@ -125,8 +125,8 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
     shift = key_shift(int(ctl.key_tonic[0])) if melody_model else 0
     if shift:
         ctl = ctl.transposed(shift)  # the v3 model writes in C; its notes are moved back below
-    window = (MelodyAccompanimentPiece(model, total_bars * STEPS_PER_BAR, order, temperature) if melody_model
-              else RollPiece(total_bars * STEPS_PER_BAR))
+    piece = (MelodyAccompanimentPiece(total_bars * STEPS_PER_BAR, order, temperature) if melody_model
+             else RollPiece(total_bars * STEPS_PER_BAR))
     gen = torch.Generator().manual_seed(int(seed))
     dev = model.device
     starts = window_starts(total_bars)
@@ -142,12 +142,12 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
             on_groove = None
             if strict_groove and w.groove is not None and (present or {}).get("rhythm", True):
                 on_groove = w.groove.reshape(-1) > 0  # (128,)
-            window.sample(model, s0, known_steps=max(0, done_until - s0), cond=cond, uncond=uncond,
+            piece.sample(model, s0, known_steps=max(0, done_until - s0), cond=cond, uncond=uncond,
                           segments=segments, steps=steps, guidance=guidance, on_groove=on_groove, generator=gen)
             done_until = s0 + WINDOW_STEPS
             if progress:
                 progress(k + 1, len(starts))
-    return window.roll(n_beats * STEPS_PER_BEAT, shift)
+    return piece.roll(n_beats * STEPS_PER_BEAT, shift)
 
 
 class RollPiece:
@@ -186,7 +186,7 @@ class RollPiece:
 class MelodyAccompanimentPiece:
     """v3: masked-diffusion windows over melody tokens and accompaniment states (in C)."""
 
-    def __init__(self, model: MusicModel, n_steps: int, order: str, temperature: float):
+    def __init__(self, n_steps: int, order: str, temperature: float):
         self.melody = np.full(n_steps, MEL_REST, np.int64)
         self.accompaniment = np.full((n_steps, ACC_KEYS), ACC_REST, np.int64)
         self.order, self.temperature = order, temperature

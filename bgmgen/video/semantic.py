@@ -411,23 +411,9 @@ def with_energy(probs: np.ndarray, energy: float) -> np.ndarray:
     return softmax(logits, 1.0)
 
 
-def estimate_mood(
-    models: SemanticModels,
-    *,
-    caption_embeddings: np.ndarray | None,
-    clip_embeddings: np.ndarray | None,
-    picture_stats: Sequence[dict] | None,
-    motion_abs: np.ndarray | None,
-    shot_weights: Sequence[float] | None = None,
-    cuts_per_s: float | None = None,
-    sound: dict | None = None,
-    periodic: float | None = None,
-) -> tuple[dict[str, float], str]:
-    """(scores over MOODS summing to 1, source); see estimate_mood_with_evidence."""
-    scores, source, _ = estimate_mood_with_evidence(
-        models, caption_embeddings=caption_embeddings, clip_embeddings=clip_embeddings,
-        picture_stats=picture_stats, motion_abs=motion_abs, shot_weights=shot_weights,
-        cuts_per_s=cuts_per_s, sound=sound, periodic=periodic)
+def estimate_mood(models: SemanticModels, **inputs) -> tuple[dict[str, float], str]:
+    """(scores over MOODS summing to 1, source): estimate_mood_with_evidence without the evidence."""
+    scores, source, _ = estimate_mood_with_evidence(models, **inputs)
     return scores, source
 
 
