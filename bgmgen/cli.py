@@ -31,10 +31,13 @@ from bgmgen.cli_values import (
     kernel_steps,
     late,
     learning_rate,
+    port_number,
+    ray_address,
     seed_number,
     temperature_value,
 )
 from bgmgen.core.errors import BgmgenError, InputError, one_line
+from bgmgen.ui.options import UiOptions  # a plain dataclass: cheap
 
 EXIT_USAGE, EXIT_MISSING_PACKAGE, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -150,7 +153,7 @@ Temperature = Annotated[float | None, typer.Option(
 PopData = Annotated[str, typer.Option("--data", metavar="DIR", help="POP909 folder")]
 PopStructure = Annotated[str, typer.Option("--structure", metavar="DIR", help="POP909 structure labels folder")]
 
-_SCORE, _DOCTOR = ScoreOptions(), DoctorOptions()
+_SCORE, _DOCTOR, _UI = ScoreOptions(), DoctorOptions(), UiOptions()
 
 
 @app.callback()
@@ -205,6 +208,11 @@ def score(
     order: Order = _SCORE.order,
     temperature: Temperature = _SCORE.temperature,
     soundfont: Annotated[str | None, _path("SoundFont (.sf2/.sf3) used to render", absolute=True)] = _SCORE.soundfont,
+    ray: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", parser=ray_address,
+        help="score on Ray workers: local (start Ray on this machine), auto or ray://HOST:PORT (join a running "
+             "cluster; inputs and outputs on storage every node sees); needs pip install 'bgmgen\\[ray]'")
+    ] = _SCORE.ray,
     quiet: Quiet = _SCORE.quiet,
     debug: Debug = _SCORE.debug,
 ) -> int:
@@ -214,7 +222,7 @@ def score(
         out=out, seed=seed, mix=mix, tempo=tempo, mood=mood, device=device, use_cache=not no_cache,
         cache_dir=cache_dir, force=force, quiet=quiet, debug=bool(ctx.meta.get(_DEBUG)), clip_weights=clip_weights,
         blip_weights=blip_weights, require_semantic=require_semantic, model=model, steps=steps, guidance=guidance,
-        loose_groove=loose_groove, order=order, temperature=temperature, soundfont=soundfont)
+        loose_groove=loose_groove, order=order, temperature=temperature, soundfont=soundfont, ray=ray)
     from bgmgen.app.batch import score_many
     from bgmgen.app.console import make_console
 
@@ -389,6 +397,31 @@ def doctor(
 
     return run_doctor(DoctorOptions(clip_weights=clip_weights, blip_weights=blip_weights, model=model,
                                     soundfont=soundfont, cache_dir=cache_dir, device=device))
+
+
+# -- ui --------------------------------------------------------------------------------------------
+
+@app.command(cls=Command, short_help="a web page on this computer: drop a video, watch it scored, try another take")
+def ui(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(
+        metavar="HOST", help="address to listen on (0.0.0.0 opens the page to your network)")] = _UI.host,
+    port: Annotated[int | None, typer.Option(
+        metavar="PORT", parser=port_number, help="port (default: 7860, or the next free one)")] = _UI.port,
+    share: Annotated[bool, typer.Option(
+        "--share", help="also make a public link through Gradio's share servers (uses the internet)")] = _UI.share,
+    max_upload_mb: Annotated[int, _count("refuse uploads larger than N MB")] = _UI.max_upload_mb,
+    workdir: Annotated[str | None, _path(
+        "working folder for uploads and takes (default: bgmgen/ui in the user cache)", "DIR", True)] = _UI.workdir,
+    debug: Debug = _UI.debug,
+) -> int:
+    """Start the scoring page (Gradio, the optional extra bgmgen\\[ui]) on this computer and print its address;
+    it runs offline and until Ctrl-C."""
+    from bgmgen.ui.page import serve
+
+    _terminate_cleanly()
+    return serve(UiOptions(host=host, port=port, share=share, max_upload_mb=max_upload_mb, workdir=workdir,
+                           debug=bool(ctx.meta.get(_DEBUG))))
 
 
 def _terminate_cleanly() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,7 @@ guidance_scale = _number(float, 0.0, 20.0, "the guidance scale")
 learning_rate = _number(float, 1e-7, 1.0, "the learning rate")
 beat_offset = _number(float, None, None, "the beat offset")
 temperature_value = _number(float, 0.05, 5.0, "the sampling temperature")
+port_number = _number(int, 1, 65535, "the port")
 _kernel_length = _number(int, 0, 9, "the kernel length in steps")
 
 
@@ -74,6 +76,19 @@ def kernel_steps(text):
     if value % 2 == 0 and value != 0:
         raise ValueError(f"the kernel length in steps must be 0 or odd, got {value}")
     return value
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9._-]+:\d{1,5}$")
+
+
+def ray_address(text):
+    """An address as ray.init reads it: local (start Ray here), auto (the cluster this machine belongs to),
+    ray://HOST:PORT (a cluster's client server) or HOST:PORT (its head, from one of its nodes)."""
+    value = str(text).strip()
+    if value in ("local", "auto") or _HOST_PORT.match(value) or (
+            value.startswith("ray://") and len(value) > len("ray://")):
+        return value
+    raise ValueError(f"expected local, auto, ray://HOST:PORT or HOST:PORT (a Ray address), got {text!r}")
 
 
 def one_of(name: str, kind: type = str, fold_case: bool = False) -> Callable[[Any], Any]:

@@ -106,7 +106,7 @@ def test_every_flag_of_the_old_parser_exists(name):
 
 def test_the_commands_are_the_old_ones_and_completion_is_offered():
     group = _click_command()
-    assert list(group.commands) == ["score", "train", "sample", "eval", "doctor"]
+    assert list(group.commands) == ["score", "train", "sample", "eval", "doctor", "ui"]
     assert {"--install-completion", "--show-completion"} <= _flags(group)
     assert {"--realism", "--real-songs"} <= _flags(group, "eval")
 
@@ -123,7 +123,7 @@ def _help(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     proc = _help()
     assert proc.returncode == 0, proc.stderr
-    for command in ("score", "train", "sample", "eval", "doctor"):
+    for command in ("score", "train", "sample", "eval", "doctor", "ui"):
         assert command in proc.stdout
     assert "--install-completion" in proc.stdout
 
@@ -149,7 +149,8 @@ def test_parsing_imports_nothing_heavy():
              ["doctor", "--device", "tpu"],
              ["train", "--data", "d", "--structure", "s", "--steps", "100", "--lr", "9"],
              ["sample", "--data", "d", "--structure", "s", "--out", "o", "--seed", "-1"],
-             ["eval", "--videos", "v", "--offset-beats", "x"]]
+             ["eval", "--videos", "v", "--offset-beats", "x"],
+             ["ui", "--host", "127.0.0.1", "--max-upload-mb", "10", "--port", "0"]]
     heavy = _heavy_modules_after(f"[cli.main(a) for a in {argvs!r}]")
     assert heavy == "", f"heavy modules imported while parsing: {heavy}"
 
@@ -159,7 +160,7 @@ def test_score_help_imports_no_torch_or_numpy():
     assert not set(heavy.split(",")) - {"rich", ""}, heavy  # rich prints the help
 
 
-@pytest.mark.parametrize("command", ["score", "train", "sample", "eval", "doctor"])
+@pytest.mark.parametrize("command", ["score", "train", "sample", "eval", "doctor", "ui"])
 def test_every_subcommand_has_help(command, capsys):
     assert cli.main([command, "--help"]) == 0
     assert "Usage: bgmgen " + command in capsys.readouterr().out

@@ -506,3 +506,37 @@ def test_streamed_shot_detection_equals_predict():
     stream.add(frames[:600])
     stream.cancel()
     assert stream.pool._shutdown and torch.get_num_threads() == threads
+
+
+def test_report_keyframes_prefer_i_frames_clear_of_transitions(tmp_path):
+    """A shot holding an I-frame away from any transition shows that frame (one frame to decode); a shot
+    without one, or whose only I-frame is in a transition, keeps its stillest middle frame."""
+    from bgmgen.video.decode import scan_small
+    from bgmgen.video.motion import keyframe_indices
+
+    motion = np.array([5, 4, 3, 0, 3, 4, 5, 6, 7, 1, 7, 6], float)
+    shots = [(0, 6), (6, 12)]
+    standalone = np.zeros(12, bool)
+    transition = np.zeros(12)
+    assert keyframe_indices(motion, shots) == [3, 9]
+    standalone[[1, 6]] = True
+    transition[6] = 0.8  # shot 2's I-frame sits on the cut
+    assert keyframe_indices(motion, shots, standalone, transition) == [1, 9]
+    standalone[10] = True
+    assert keyframe_indices(motion, shots, standalone, transition) == [1, 10]
+
+    # decord reports the stream's I-frames: a 2 s clip encoded with one every 10 frames
+    v = make_video(tmp_path / "gop.mp4", duration=2.0, fps=25, moving=True)
+    gop10 = tmp_path / "gop10.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(v), "-c:v", "libx264", "-g", "10", "-keyint_min", "10",
+                    "-sc_threshold", "0", str(gop10)], check=True)
+
+    class Nothing:
+        def add(self, chunk):
+            pass
+
+    _, scan = scan_small(probe(gop10), Nothing)
+    assert scan.backend == "decord"
+    assert np.flatnonzero(scan.standalone).tolist() == list(range(0, scan.n_frames, 10))
+    _, piped = scan_small(probe(gop10), Nothing, backend="ffmpeg")
+    assert not piped.standalone.any()

@@ -1,5 +1,7 @@
 """`bgmgen score` over many inputs: expand folders, check output locations, score each video
 (one bad file never stops the others), skip the up-to-date ones, print the summary table.
+`run_job` is one input from the up-to-date check to its result; this process's loop runs it, and with
+--ray so do the Ray workers (ray_batch.py), for the same statuses, messages and outputs.
 
 Exit codes: 0 every input scored or up to date, 1 any failed, 2 every input rejected as invalid,
 3 (MissingDependencyError, raised) a tool or weight file every video needs is missing.
@@ -11,6 +13,8 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bgmgen.app.console import escape, make_console, native_output_sink, say, say_error
@@ -36,6 +40,10 @@ def score_many(inputs: list[str], options: ScoreOptions, console=None,
     2 every input rejected as invalid)."""
     if console is None:
         console = make_console(options.quiet)
+    if options.ray:
+        from bgmgen.app.ray_batch import require_ray
+
+        require_ray()  # before any work: without Ray, the install line and exit 2
     if options.model and not Path(options.model).is_file():
         raise InputError(f"--model {options.model}: no such file; give a .safetensors music model")
     for flag, value in (("--clip-weights", options.clip_weights), ("--blip-weights", options.blip_weights),
@@ -62,7 +70,12 @@ def score_many(inputs: list[str], options: ScoreOptions, console=None,
     ctx = BatchContext(options, command)
     todo = [j for j in jobs if j.path is not None and not j.status]
     try:
-        _run_jobs(todo, ctx, console)
+        if options.ray and todo:
+            from bgmgen.app.ray_batch import run_jobs_on_ray
+
+            run_jobs_on_ray(todo, ctx, console)
+        else:
+            _run_jobs(todo, ctx, console)
     finally:
         ctx.hashes.save()
     _print_summary(jobs, console)
@@ -80,17 +93,83 @@ def exit_code(jobs: list[Job]) -> int:
     return 1
 
 
-def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
+@dataclass(frozen=True)
+class JobResult:
+    """How one input ended, as plain values: a Ray worker returns it to the driver (no exception objects)."""
+
+    status: str          # SCORED, UP_TO_DATE, REJECTED, FAILED or MISSING_DEPENDENCY
+    message: str         # the output folder, or the one-line reason
+    summary: dict        # the summary table's facts (score_one's dict, or read from an up-to-date run.json)
+    seconds: float
+
+
+# run_job's status for a MissingDependencyError: it would fail every other video too, so the batch stops.
+MISSING_DEPENDENCY = "missing dependency"
+
+
+def run_job(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], None]) -> JobResult:
+    """One input, as both the one-process loop and a Ray worker run it: skip it when its outputs are up to
+    date (unless --force), else score it; every failure becomes the result's status and one-line message."""
+    opts = ctx.options
+    t0 = time.perf_counter()
+    try:
+        fingerprint = ctx.fingerprint()
+        ident = None
+        if not opts.force and job.out_dir.is_dir():
+            stage_cb("checking outputs")
+            fresh, ident = up_to_date(job, fingerprint)
+            if fresh:
+                return JobResult(UP_TO_DATE, str(job.out_dir), _summary_from_run_json(job.out_dir / RUN_JSON),
+                                 time.perf_counter() - t0)
+        with native_output_sink(not opts.debug):
+            summary = score_one(job, ctx, console, stage_cb, ident, fingerprint)
+        return JobResult(SCORED, str(job.out_dir), summary, time.perf_counter() - t0)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - one bad file never stops the others
+        if opts.debug:
+            traceback.print_exc()
+        return JobResult(*_status_and_message(job, err), {}, time.perf_counter() - t0)
+
+
+def _status_and_message(job: Job, err: Exception) -> tuple[str, str]:
+    if isinstance(err, MissingDependencyError):
+        return MISSING_DEPENDENCY, one_line(err)
+    if isinstance(err, InputError):
+        return REJECTED, _message_for(job, err)
+    if isinstance(err, BgmgenError):
+        return FAILED, _message_for(job, err)
+    # a bug in one stage: report, go on with the next video
+    return FAILED, (f"{job.path}: internal error: {type(err).__name__}: {one_line(err)} "
+                    "(run again with --debug for the traceback)")
+
+
+def record_result(job: Job, result: JobResult, console) -> None:
+    """Copy `result` into `job` and say how it ended; a missing dependency stops the batch (raised, exit 3)."""
+    if result.status == MISSING_DEPENDENCY:
+        raise MissingDependencyError(result.message)
+    job.status, job.message, job.summary, job.seconds = result.status, result.message, result.summary, result.seconds
+    if job.status == UP_TO_DATE:
+        say(console, f"up to date: {escape(str(job.out_dir))} (use --force to score again)")
+    elif job.status == SCORED:
+        say(console, f"[green]scored[/] {escape(job.path.name)} -> {escape(str(job.out_dir))}")
+    else:
+        say_error(console, job.message)
+
+
+def batch_progress(console, options: ScoreOptions):
+    """The rich progress display of a batch (one bar over the videos)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    opts = ctx.options
-    fingerprint: dict | None = None
     # Without --debug, library prints go to the native-output sink, not through rich's redirection.
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                        transient=True, disable=opts.quiet,
-                        redirect_stdout=opts.debug, redirect_stderr=opts.debug)
-    with progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                    transient=True, disable=options.quiet,
+                    redirect_stdout=options.debug, redirect_stderr=options.debug)
+
+
+def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
+    with batch_progress(console, ctx.options) as progress:
         task = progress.add_task("videos", total=len(todo))
         for job in todo:
             name = job.path.name
@@ -98,50 +177,9 @@ def _run_jobs(todo: list[Job], ctx: BatchContext, console) -> None:
             def stage_cb(stage: str, _name=name) -> None:
                 progress.update(task, description=f"{escape(_name)}: {escape(stage)}")
 
-            t0 = time.perf_counter()
-            try:
-                if fingerprint is None:
-                    fingerprint = ctx.fingerprint()
-                ident = None
-                if not opts.force and job.out_dir.is_dir():
-                    stage_cb("checking outputs")
-                    fresh, ident = up_to_date(job, fingerprint)
-                    if fresh:
-                        job.status, job.message = UP_TO_DATE, str(job.out_dir)
-                        job.summary = _summary_from_run_json(job.out_dir / RUN_JSON)
-                        say(console, f"up to date: {escape(str(job.out_dir))} (use --force to score again)")
-                        continue
-                with native_output_sink(not opts.debug):
-                    job.summary = score_one(job, ctx, console, stage_cb, ident, fingerprint)
-                job.status, job.message = SCORED, str(job.out_dir)
-                say(console, f"[green]scored[/] {escape(name)} -> {escape(str(job.out_dir))}")
-            except KeyboardInterrupt:
-                raise
-            except MissingDependencyError:
-                # Would fail every other video too: stop the batch with this one line.
-                if opts.debug:
-                    traceback.print_exc()
-                raise
-            except InputError as err:
-                job.status, job.message = REJECTED, _message_for(job, err)
-                if opts.debug:
-                    traceback.print_exc()
-                say_error(console, job.message)
-            except BgmgenError as err:
-                job.status, job.message = FAILED, _message_for(job, err)
-                if opts.debug:
-                    traceback.print_exc()
-                say_error(console, job.message)
-            except Exception as err:  # a bug in one stage: report, go on with the next video
-                job.status = FAILED
-                job.message = (f"{job.path}: internal error: {type(err).__name__}: {one_line(err)} "
-                               "(run again with --debug for the traceback)")
-                if opts.debug:
-                    traceback.print_exc()
-                say_error(console, job.message)
-            finally:
-                job.seconds = time.perf_counter() - t0
-                progress.advance(task)
+            result = run_job(job, ctx, console, stage_cb)
+            progress.advance(task)
+            record_result(job, result, console)
 
 
 def _summary_from_run_json(path: Path) -> dict:

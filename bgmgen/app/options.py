@@ -34,9 +34,10 @@ class ScoreOptions:
     order: str | None = None          # v3 sampler: unmasking order (None: generate.SamplerSettings' default)
     temperature: float | None = None  # v3 sampler: softmax temperature
     soundfont: str | None = None
+    ray: str | None = None            # Ray address (local, auto, ray://HOST:PORT); None: score in this process
 
     # Fields that do not change what is written (so they do not make outputs stale).
-    NON_OUTPUT_FIELDS = ("out", "use_cache", "cache_dir", "force", "quiet", "debug")
+    NON_OUTPUT_FIELDS = ("out", "use_cache", "cache_dir", "force", "quiet", "debug", "ray")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

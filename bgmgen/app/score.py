@@ -43,12 +43,16 @@ def _prewarm_imports() -> None:
 class BatchContext:
     """Models and facts shared by every video of a batch (loaded once, lazily)."""
 
-    def __init__(self, options: ScoreOptions, command: list[str] | None):
+    def __init__(self, options: ScoreOptions, command: list[str] | None, fingerprint: dict | None = None):
         self.options = options
         self.command = command or ["bgmgen", "score"]
+        # A Ray worker is given the driver's, so every file of a batch is judged up to date against one fingerprint.
+        self._fingerprint = fingerprint
         self.hashes = Sha256Memo(options.cache_dir)
         self._analysis_models = None
         self._music_model = None
+        self._music_model_loading: concurrent.futures.Future | None = None
+        self._music_model_lock = threading.Lock()
         self._soundfont: Path | None = None
         self.notes_said: set[str] = set()
         self.load_timings: dict[str, float] = {}
@@ -87,13 +91,38 @@ class BatchContext:
         return self._analysis_models
 
     def music_model(self):
-        if self._music_model is None:
-            from bgmgen.music.generate import load_music_model
-
+        """The music model, loaded once (waits for start_loading_music_model's thread if it runs)."""
+        with self._music_model_lock:
+            loading = self._music_model_loading
+        if loading is not None:
             t0 = time.perf_counter()
-            self._music_model = load_music_model(self.options.model, device=self.options.device)
-            self.load_timings["load_music_model"] = round(time.perf_counter() - t0, 4)
+            try:
+                self._music_model = loading.result()  # re-raises the loader's error
+            finally:
+                with self._music_model_lock:
+                    self._music_model_loading = None
+                self.load_timings["wait_music_model"] = round(time.perf_counter() - t0, 4)
+        if self._music_model is None:
+            self._music_model = self._load_music_model()
         return self._music_model
+
+    def start_loading_music_model(self) -> None:
+        """Load the music model in a background thread (reading the weights and the int8 conversion
+        take about a second, mostly outside the GIL) while the analysis runs; music_model() waits."""
+        with self._music_model_lock:
+            if self._music_model is not None or self._music_model_loading is not None:
+                return
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-load-music")
+            self._music_model_loading = pool.submit(self._load_music_model)
+            pool.shutdown(wait=False)
+
+    def _load_music_model(self):
+        from bgmgen.music.generate import load_music_model
+
+        t0 = time.perf_counter()
+        model = load_music_model(self.options.model, device=self.options.device)
+        self.load_timings["load_music_model"] = round(time.perf_counter() - t0, 4)
+        return model
 
     def model_fingerprint(self) -> dict:
         """What identifies the music model and SoundFont, without loading torch."""
@@ -112,8 +141,10 @@ class BatchContext:
         return fp
 
     def fingerprint(self) -> dict:
-        """The up-to-date fingerprint of this batch's outputs (provenance.fingerprint)."""
-        return provenance.fingerprint(self.options.output_fingerprint(), self.model_fingerprint())
+        """The up-to-date fingerprint of this batch's outputs (provenance.fingerprint), computed once per batch."""
+        if self._fingerprint is None:
+            self._fingerprint = provenance.fingerprint(self.options.output_fingerprint(), self.model_fingerprint())
+        return self._fingerprint
 
     def note(self, text: str, console) -> None:
         """Say a fallback or warning once per batch."""
@@ -144,6 +175,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     from bgmgen.video import analysis as analysis_mod
 
     models = ctx.analysis_models()
+    ctx.start_loading_music_model()
     # While the first pass decodes (C threads), import what later stages need: torch for the shot
     # detector, scipy.signal for the loudness meter (~1 s each here), matplotlib for the report.
     threading.Thread(target=_prewarm_imports, name="prewarm-imports", daemon=True).start()

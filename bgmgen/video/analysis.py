@@ -242,15 +242,19 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
     with sw.stage("motion", progress):
         mres = motion_mod.motion_curves(times, stats["diff"], cut_frames, probs, stats["local"], stats["energy"])
         pstats = motion_mod.picture_stats(stats, shot_frames)
-        key_idx = motion_mod.keyframe_indices(mres.motion_abs, shot_frames)
-        keyframe_times = [round(float(times[i]), 4) for i in key_idx]
         clip_times = motion_mod.clip_sample_times(float(times[-1]) + 1e-3 if len(times) else info.duration_s)
 
     sem = models.semantic
     with sw.stage("clip", progress):
         if sem.clip() is None:  # no CLIP: do not decode its 1 fps frames (a second pass over the file)
             clip_times = clip_times[:0]
-    deferred = options.defer_keyframes and len(clip_times) == 0 and sem.blip() is None
+    report_only = len(clip_times) == 0 and sem.blip() is None  # the keyframes are only shown, not captioned
+    deferred = options.defer_keyframes and report_only
+    # Captions want each shot's stillest middle frame; a picture that is only shown may be an I-frame
+    # of the shot, which decodes for a fraction of the cost.
+    key_idx = motion_mod.keyframe_indices(mres.motion_abs, shot_frames,
+                                          scan.standalone if report_only else None, probs)
+    keyframe_times = [round(float(times[i]), 4) for i in key_idx]
     if deferred:
         sampled = motion_mod.SampledFrames.empty(info, keyframe_times, clip_times)
     else:

@@ -52,6 +52,7 @@ class FrameChunk:
     source_index: np.ndarray  # [n] int: frame number in the backend's own numbering
     times_s: np.ndarray  # [n] float: presentation time from the first frame
     rgb: np.ndarray  # [n, SCAN_H, SCAN_W, 3] uint8, coded orientation
+    standalone: np.ndarray | None = None  # [n] bool: an I-frame (decodes without the frames before it)
 
 
 class ChunkConsumer(Protocol):
@@ -68,6 +69,9 @@ class ScanResult:
     pipe_fps: float | None  # the ffmpeg backend's resampling rate (None: passthrough)
     turns: int = 0  # np.rot90 quarter turns still needed to make the backend's frames upright
     warnings: list[str] = field(default_factory=list)
+    # [n_frames] bool: frames frames_at decodes without decoding the ones before them (the stream's
+    # I-frames, known to the decord backend; all False for the ffmpeg pipe)
+    standalone: np.ndarray | None = None
 
 
 def analysis_step(fps: float) -> int:
@@ -108,6 +112,11 @@ def _iter_decord(info: VideoInfo, step: int, chunk: int) -> Iterator[FrameChunk]
     except Exception:
         ts = wanted / max(info.fps, 1e-6)
     ts = ts - ts[0] if len(ts) else ts
+    try:
+        key = np.zeros(n, bool)
+        key[np.clip(np.asarray(vr.get_key_indices(), np.int64), 0, n - 1)] = True
+    except Exception:  # no index: every frame counts as dependent
+        key = np.zeros(n, bool)
     pos = 0
     for start in range(0, len(wanted), chunk):
         idx = wanted[start:start + chunk]
@@ -118,7 +127,7 @@ def _iter_decord(info: VideoInfo, step: int, chunk: int) -> Iterator[FrameChunk]
         if frames.shape[1:] != (SCAN_H, SCAN_W, 3):
             raise DecodeFailed(f"decord returned frames of shape {frames.shape[1:]}")
         k = len(idx)
-        yield FrameChunk(np.arange(pos, pos + k), idx.astype(np.int64), ts[start:start + k], frames)
+        yield FrameChunk(np.arange(pos, pos + k), idx.astype(np.int64), ts[start:start + k], frames, key[idx])
         pos += k
     del vr
 
@@ -197,7 +206,7 @@ def scan_small(info: VideoInfo, consumer_factory: Callable[[], ChunkConsumer],
         order = ["ffmpeg"]  # exact, evenly spaced times through the fps filter
     for name in order:
         consumer = consumer_factory()
-        times, sources = [], []
+        times, sources, standalone = [], [], []
         notes: list[str] = []
         try:
             it = _iter_decord(info, step, chunk) if name == "decord" else _iter_ffmpeg(info, step, chunk, notes)
@@ -205,6 +214,7 @@ def scan_small(info: VideoInfo, consumer_factory: Callable[[], ChunkConsumer],
                 consumer.add(ch)
                 times.append(ch.times_s)
                 sources.append(ch.source_index)
+                standalone.append(ch.standalone if ch.standalone is not None else np.zeros(len(ch.times_s), bool))
         except DecodeFailed as err:
             warnings.append(f"{err}; decoding with ffmpeg instead" if name != order[-1] else str(err))
             continue
@@ -222,7 +232,8 @@ def scan_small(info: VideoInfo, consumer_factory: Callable[[], ChunkConsumer],
         return consumer, ScanResult(
             backend=name, step=step, n_frames=n, times_s=np.concatenate(times),
             source_index=np.concatenate(sources), pipe_fps=_pipe_fps(info, step) if name == "ffmpeg" else None,
-            turns=decord_turns(info) if name == "decord" else 0, warnings=warnings)
+            turns=decord_turns(info) if name == "decord" else 0, warnings=warnings,
+            standalone=np.concatenate(standalone))
     raise InputError(f"{info.path}: the video stream has no decodable frames; the file is damaged")
 
 

@@ -9,15 +9,21 @@ Faster than the package's own path, with the same cut list (measured by scripts/
   convolutions as channels-last conv2d, batch norm folded in): 1.8x faster per frame in fp32
   (outputs equal to 1e-7);
 * bf16 convolutions where the CPU has native bf16 (AVX512-BF16/AMX; `precision="auto"`): another 2x.
-  The similarity features and the classifier stay fp32; probabilities move by up to ~0.02, so every
-  window holding a frame within `VERIFY_MARGIN` of the threshold is run again in fp32: the cut list
-  is the fp32 one (`precision="fp32"` runs everything exactly);
+  The similarity features and the classifier stay fp32; probabilities move by up to ~0.02;
 * frames come from the decode pass (decord 96x54 -> 2x2 mean), not from a second ffmpeg decode;
 * larger windows with the same context: the package runs 100-frame windows and keeps the middle 50,
   so every frame goes through the network twice. Each kept frame needs context on both sides (the
   network's dilated temporal convolutions reach about 48 frames; its similarity features look 50 frames
   each way), and the package guarantees 25. We keep the same 25-frame margin on each side but run
   `DEFAULT_WINDOW`-frame windows, so the network sees each frame fewer times;
+* where it matters, the package's own numbers: bf16 and the longer windows together move a probability
+  by up to 0.049 from the package's (measured on real footage with fades, scripts/bench_analysis.py), so
+  every block of 50 frames holding a frame within `VERIFY_MARGIN` of the threshold is run again as the
+  package runs it (its 100-frame window around those 50 frames, fp32) and takes those values. Frames
+  that can flip a cut get the package's probability; the others are too far from the threshold to flip.
+  The package's blocks lie inside our windows (the window's kept length is a multiple of 50), so the
+  check runs per window, as soon as the window has run. Cheaper than recomputing whole windows in
+  fp32, which cost as much as the bf16 pass itself on real footage with fades;
 * no global side effects, and no deterministic-algorithm mode: the package's constructor seeds
   torch/numpy/random with 42 and switches `torch.use_deterministic_algorithms(True)` on for the whole
   process. We skip that step in a subclass and additionally save and restore the RNG states and the
@@ -42,11 +48,12 @@ import numpy as np
 from bgmgen.video.transnet_cpu import TN_H, TN_W, FastTransNetV2
 
 PACKAGE_WINDOW, CONTEXT = 100, 25  # the package: 100-frame windows, 25 frames of context each side
+PACKAGE_KEEP = PACKAGE_WINDOW - 2 * CONTEXT  # the package keeps the middle 50 frames of each window
 DEFAULT_WINDOW = 200  # ours: same context, 1.33 passes per frame; 200 was fastest per frame here (100-400 measured)
 THRESHOLD = 0.5
 PRECISIONS = ("auto", "bf16", "fp32")
-VERIFY_MARGIN = 0.05  # bf16 frames with |p - THRESHOLD| below this are recomputed in fp32 (bf16 error <= 0.02 seen)
-STAGE_VERSION = "shots-2"  # bump when the detector's output can change
+VERIFY_MARGIN = 0.06  # |p - THRESHOLD| below this: the package's fp32 value is used (|ours - its| <= 0.049 seen)
+STAGE_VERSION = "shots-3"  # bump when the detector's output can change
 
 
 def pool_to_tn(frames96: np.ndarray) -> np.ndarray:
@@ -178,8 +185,9 @@ class ShotDetector:
 
     def __init__(self, device: str = "cpu", window: int = DEFAULT_WINDOW, context: int = CONTEXT,
                  batch: int = 1, precision: str = "auto"):
-        if window <= 2 * context:
-            raise ValueError("window must exceed twice the context")
+        if window <= 2 * context or context < CONTEXT or (window - 2 * context) % PACKAGE_KEEP:
+            raise ValueError(f"window - 2 * context must be a positive multiple of {PACKAGE_KEEP} "
+                             f"and context at least {CONTEXT}")
         self.device, self.window, self.context, self.batch = device, window, context, batch
         self.precision = resolve_precision(precision, device)
         self.model = build_transnet(device)
@@ -190,28 +198,46 @@ class ShotDetector:
         """A ShotStream: feed frames while decoding, then finish() -> the same as predict()."""
         return ShotStream(self)
 
-    def run_windows(self, batch, precision: str) -> np.ndarray:
-        """[b, window, 27, 48, 3] uint8 (array or tensor) -> [b * keep] probabilities of the kept frames."""
+    def run_windows(self, batch, precision: str, context: int | None = None) -> np.ndarray:
+        """[b, window, 27, 48, 3] uint8 (array or tensor) -> [b * keep] probabilities of the kept frames
+        (keep = window - 2 * context; context defaults to the detector's)."""
         import torch
 
+        context = self.context if context is None else context
         batch = torch.as_tensor(batch).to(self.device)
-        keep = batch.shape[1] - 2 * self.context
+        keep = batch.shape[1] - 2 * context
         logits = self.fast(batch, precision)  # [b, window]
-        return torch.sigmoid(logits[:, self.context:self.context + keep]).float().cpu().reshape(-1).numpy()
+        return torch.sigmoid(logits[:, context:context + keep]).float().cpu().reshape(-1).numpy()
 
-    def near_threshold(self, probs: np.ndarray) -> np.ndarray:
-        """Which of `probs` need the fp32 recomputation: bf16 moves probabilities by up to ~0.02, so a
-        window holding a frame that close to the threshold is run again in fp32 and the cut list is
-        the fp32 one. All False in fp32."""
-        if self.precision == "fp32":
-            return np.zeros(len(probs), bool)
-        return np.abs(probs - THRESHOLD) < VERIFY_MARGIN
+    def with_package_values(self, probs: np.ndarray, frames: np.ndarray, first: int, valid: int) -> np.ndarray:
+        """One window's kept probabilities, where a frame lies within VERIFY_MARGIN of the threshold
+        replaced by the package's own (fp32, its 100-frame window) for that frame's block of 50.
+
+        probs: [keep] for frames first .. first + keep - 1, of which the first `valid` are real;
+        frames: the window's input [window, 27, 48, 3], frames first - context .. (padding repeated).
+        Nothing to do when this detector already runs the package's layout in fp32."""
+        keep = len(probs)
+        if self.precision == "fp32" and keep == PACKAGE_KEEP and self.context == CONTEXT:
+            return probs
+        near = np.flatnonzero(np.abs(probs[:valid] - THRESHOLD) < VERIFY_MARGIN)
+        blocks = sorted({int(i) // PACKAGE_KEEP for i in near})  # first is a multiple of PACKAGE_KEEP
+        if not blocks:
+            return probs
+        lo = self.context - CONTEXT  # where the package's window of block 0 starts in `frames`
+        batch = np.stack([frames[lo + b * PACKAGE_KEEP:lo + b * PACKAGE_KEEP + PACKAGE_WINDOW] for b in blocks])
+        package = self.run_windows(batch, "fp32", CONTEXT).reshape(len(blocks), PACKAGE_KEEP)
+        out = probs.copy()
+        for b, values in zip(blocks, package):
+            out[b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
+        return out
 
     def predict(self, frames: np.ndarray, window: int | None = None) -> np.ndarray:
         """[n, 27, 48, 3] uint8 -> [n] float32 transition probability per frame."""
         import torch
 
         window = window or self.window
+        if (window - 2 * self.context) % PACKAGE_KEEP or window <= 2 * self.context:
+            raise ValueError(f"window - 2 * context must be a positive multiple of {PACKAGE_KEEP}")
         n = int(frames.shape[0])
         if n == 0:
             return np.zeros(0, np.float32)
@@ -226,13 +252,15 @@ class ShotDetector:
         x = torch.from_numpy(np.ascontiguousarray(frames))
         padded = torch.cat([x[:1].expand(pad_start, -1, -1, -1), x, x[-1:].expand(pad_end, -1, -1, -1)])
 
-        def run(group: list[int], precision: str) -> torch.Tensor:  # -> [len(group) * keep]
-            return torch.from_numpy(self.run_windows(torch.stack([padded[s:s + window] for s in group]), precision))
-
-        def run_all() -> list[torch.Tensor]:
+        def run_all() -> list[np.ndarray]:
             out = []
             for i, b in enumerate(range(0, len(starts), self.batch)):
-                out.append(run(starts[b:b + self.batch], self.precision))
+                group = starts[b:b + self.batch]
+                probs = self.run_windows(torch.stack([padded[s:s + window] for s in group]), self.precision)
+                for j, s in enumerate(group):  # window w = b + j keeps frames w * keep ..
+                    w = b + j
+                    out.append(self.with_package_values(probs[j * keep:(j + 1) * keep], padded[s:s + window].numpy(),
+                                                        w * keep, max(0, min(keep, n - w * keep))))
                 if i % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
                     release_free_memory()
             return out
@@ -241,11 +269,7 @@ class ShotDetector:
         try:
             _set_deterministic(False, False)
             with torch.inference_mode():
-                probs = torch.cat(run_all()).numpy()[:n].astype(np.float32)
-                for w in sorted({int(k) // keep for k in np.flatnonzero(self.near_threshold(probs))}):
-                    exact = run([starts[w]], "fp32").numpy()
-                    lo, hi = w * keep, min(n, (w + 1) * keep)
-                    probs[lo:hi] = exact[:hi - lo]
+                probs = np.concatenate(run_all())[:n].astype(np.float32)
         finally:
             _set_deterministic(det, warn)
         return probs
@@ -325,18 +349,16 @@ class ShotStream:
             return
         torch.set_num_threads(1)  # the decoder has the other core; 2 spinning threads would fight it
         with torch.inference_mode():
-            self.results[k] = self._window_probs(frames, None)
+            self.results[k] = self._window_probs(k, frames, self.keep)
         if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
             release_free_memory()
 
-    def _window_probs(self, frames: np.ndarray, valid: int | None) -> np.ndarray:
-        """Kept probabilities of one window, recomputed in fp32 when a kept real frame (the first
-        `valid`, None = all) is near the threshold, as ShotDetector.predict does."""
+    def _window_probs(self, k: int, frames: np.ndarray, valid: int) -> np.ndarray:
+        """Kept probabilities of window k, with the package's values near the threshold (of the first
+        `valid` kept frames, the real ones), as ShotDetector.predict computes them."""
         d = self.detector
         probs = d.run_windows(frames[None], d.precision)
-        if d.near_threshold(probs[:valid]).any():
-            probs = d.run_windows(frames[None], "fp32")
-        return probs
+        return d.with_package_values(probs, frames, k * self.keep, valid)
 
     def finish(self) -> np.ndarray:
         """[n] transition probability per frame, n = every frame added."""
@@ -358,7 +380,7 @@ class ShotStream:
             for k in range(len(starts)):
                 if k not in self.results:
                     valid = max(0, min(self.keep, n - k * self.keep))
-                    self.results[k] = self._window_probs(self._window_frames(k, n), valid)
+                    self.results[k] = self._window_probs(k, self._window_frames(k, n), valid)
                     if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
                         release_free_memory()
         return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
