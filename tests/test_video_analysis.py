@@ -540,3 +540,12 @@ def test_report_keyframes_prefer_i_frames_clear_of_transitions(tmp_path):
     assert np.flatnonzero(scan.standalone).tolist() == list(range(0, scan.n_frames, 10))
     _, piped = scan_small(probe(gop10), Nothing, backend="ffmpeg")
     assert not piped.standalone.any()
+
+
+def test_report_keyframes_for_the_longest_shots_only_on_long_videos():
+    from bgmgen.video.motion import shown_shots
+
+    few = [(0, 10), (10, 30)]
+    assert shown_shots(few, max_shown=3) == [0, 1]
+    many = [(0, 5), (5, 50), (50, 52), (52, 80), (80, 85), (85, 90)]
+    assert shown_shots(many, max_shown=3) == [0, 1, 3]  # 45 and 28 frames, and the first of the 5-frame shots

@@ -1,7 +1,8 @@
 """report: one picture that shows how the music follows the video.
 
 Three panels share one time axis in seconds (0 .. video duration):
-  1. a keyframe per shot, placed over its shot, with the shot spans shaded alternately;
+  1. a keyframe per shot (on videos with more than 40 shots, the 40 longest), placed over its shot, with
+     the shot spans shaded alternately;
   2. what drove the music: the motion level on its absolute scale (0 still .. 1 a skipping rope, the
      same for every video) with the clip's energy as a dashed line, the per-beat density the plan asked
      for, accents, visual onsets, and, when the tempo locked to a periodic motion, the motion's beats
@@ -92,11 +93,11 @@ def _keyframe_panel(ax, analysis: VideoAnalysis, frames: np.ndarray | None, dura
     sec_per_px = duration / max(width_px, 1.0)
     for i, frame in enumerate(frames):
         frame = np.asarray(frame)
-        if i < len(times):  # the shot that holds the keyframe's time
+        j = min(i, len(shots) - 1)
+        if i < len(times):  # the shot that holds the keyframe's time (long videos: not every shot has one)
             t = float(times[i])
-            s, e = next(((a, b) for a, b in shots if a <= t < b), shots[min(i, len(shots) - 1)])
-        else:
-            s, e = shots[min(i, len(shots) - 1)]
+            j = next((k for k, (a, b) in enumerate(shots) if a <= t < b), j)
+        s, e = shots[j]
         h_px, w_px = frame.shape[0], frame.shape[1]
         height = 0.9  # axis fraction
         width_s = (w_px / h_px) * height * height_px * sec_per_px
@@ -109,7 +110,7 @@ def _keyframe_panel(ax, analysis: VideoAnalysis, frames: np.ndarray | None, dura
         y0 = (1.0 - height) / 2
         ax.imshow(frame, extent=(x0, x0 + width_s, y0, y0 + height), aspect="auto", zorder=2,
                   interpolation="bilinear")
-        ax.text(s + 0.002 * duration, 0.97, str(i + 1), va="top", ha="left", fontsize=7, zorder=3)
+        ax.text(s + 0.002 * duration, 0.97, str(j + 1), va="top", ha="left", fontsize=7, zorder=3)
 
 
 def _curves_panel(ax, analysis: VideoAnalysis, plan: MusicPlan, duration: float) -> None:

@@ -251,8 +251,10 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
     report_only = len(clip_times) == 0 and sem.blip() is None  # the keyframes are only shown, not captioned
     deferred = options.defer_keyframes and report_only
     # Captions want each shot's stillest middle frame; a picture that is only shown may be an I-frame
-    # of the shot, which decodes for a fraction of the cost.
-    key_idx = motion_mod.keyframe_indices(mres.motion_abs, shot_frames,
+    # of the shot, which decodes for a fraction of the cost, and only the shots wide enough to show one
+    # in the report (the longest MAX_REPORT_KEYFRAMES) get a picture.
+    shown = motion_mod.shown_shots(shot_frames) if report_only else list(range(len(shot_frames)))
+    key_idx = motion_mod.keyframe_indices(mres.motion_abs, [shot_frames[i] for i in shown],
                                           scan.standalone if report_only else None, probs)
     keyframe_times = [round(float(times[i]), 4) for i in key_idx]
     if deferred:

@@ -69,7 +69,10 @@ MAX_CLIP_FRAMES = 240
 CAPTION_SIZE = (384, 384)  # BLIP's input
 CLIP_SIZE = (224, 224)  # CLIP's input
 KEYFRAME_HEIGHT = 90  # report keyframes
-STAGE_VERSION = "motion-2"
+# At most this many report keyframes (the longest shots'): on a 10-minute video with 175 shots the report gives a
+# shot a few pixels, too narrow for a picture, and decoding one keyframe per shot took 26 s there.
+MAX_REPORT_KEYFRAMES = 40
+STAGE_VERSION = "motion-3"
 # Cutting as energy: cuts per second -> 0..1, linear from CUT_RATE_CALM (a cut every 5 s: ordinary
 # editing, no energy; the shared pyscenedetect clip's fades count 0.29/s) to CUT_RATE_FULL (a cut every
 # second: a montage). The count is divided by at least CUT_RATE_MIN_WINDOW_S, so one cut (or one fade
@@ -395,6 +398,15 @@ def keyframe_indices(motion_abs: np.ndarray, shot_frames: list[tuple[int, int]],
         cost = seg + 1e-3 * np.abs(np.arange(lo, hi) - mid)
         out.append(int(lo + np.argmin(cost)))
     return out
+
+
+def shown_shots(shot_frames: list[tuple[int, int]], max_shown: int = MAX_REPORT_KEYFRAMES) -> list[int]:
+    """Indices of the shots that get a report keyframe: all, or the `max_shown` longest (ties: the earlier),
+    in time order."""
+    if len(shot_frames) <= max_shown:
+        return list(range(len(shot_frames)))
+    by_length = sorted(range(len(shot_frames)), key=lambda i: (-(shot_frames[i][1] - shot_frames[i][0]), i))
+    return sorted(by_length[:max_shown])
 
 
 def clip_sample_times(duration_s: float, fps: float = CLIP_FPS, max_frames: int = MAX_CLIP_FRAMES) -> np.ndarray:

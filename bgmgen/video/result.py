@@ -40,7 +40,7 @@ class VideoAnalysis:
     motion: np.ndarray
     motion_abs: np.ndarray
     onsets: list[tuple[float, float]]
-    keyframe_times_s: list[float]  # one per shot; the pictures themselves: Keyframes
+    keyframe_times_s: list[float]  # one per shot (for the report alone: the longest shots'); pictures: Keyframes
     picture_stats: list[dict]
     clip_embeddings: np.ndarray | None
     clip_times_s: np.ndarray | None
