@@ -2,10 +2,10 @@
 """Listening material for docs/listen/: real POP909 excerpts against the music model's, and scored videos.
 
     .venv/bin/python scripts/make_listening.py                       # default model, songs 001 019 036
-    .venv/bin/python scripts/make_listening.py --model models/bgmgen-music-v3.safetensors --tag v3
+    .venv/bin/python scripts/make_listening.py --model models/bgmgen-music-v3.safetensors --tag v3 --temperature 0.7
 
-For each song: about 20 s of it (whole bars from `--start-bar`) as POP909 plays them (its own notes on the sixteenth grid: MELODY,
-BRIDGE and PIANO) and as the model writes them from the same controls (`bgmgen sample`'s path: the song's
+For each song: about 20 s of it (whole bars from `--start-bar`) as POP909 plays them (its own notes on the
+sixteenth grid: MELODY, BRIDGE and PIANO) and as the model writes them from the same controls (`bgmgen sample`'s path: the song's
 rhythm, chords, key, register and phrases; the notes written as sampled). Both go through the same MIDI
 writer (the song's tempo, the same accent velocities) and the same renderer (FluidSynth, the SoundFont of
 `bgmgen score`, loudness-normalised), so only the notes differ. For each video: the audio of
@@ -95,8 +95,8 @@ def main(argv=None) -> int:
                 seconds = bars * 4 * 60.0 / song.bpm
                 render_midi(str(mid), str(tmp / f"{name}.wav"), seconds + 1.0, render_options)
                 size = encode_ogg(tmp / f"{name}.wav", a.out / f"{name}.ogg")
-                made["files"][f"{name}.ogg"] = {"song": sid, "bars": [a.start_bar, a.start_bar + bars], "bpm": round(song.bpm, 2),
-                                                "notes": len(notes), "bytes": size}
+                made["files"][f"{name}.ogg"] = {"song": sid, "bars": [a.start_bar, a.start_bar + bars],
+                                                "bpm": round(song.bpm, 2), "notes": len(notes), "bytes": size}
                 print(f"{name}.ogg: {len(notes)} notes, {size / 1000:.0f} KB")
         bgmgen = [sys.executable, "-m", "bgmgen"]
         for video in a.videos:
