@@ -5,12 +5,12 @@
     .venv/bin/python scripts/make_listening.py --model models/bgmgen-music-v3.safetensors --tag v3 --temperature 0.7
 
 For each song: about 20 s of it (whole bars from `--start-bar`) as POP909 plays them (its own notes on the
-sixteenth grid: MELODY, BRIDGE and PIANO) and as the model writes them from the same controls (`bgmgen sample`'s path: the song's
-rhythm, chords, key, register and phrases; the notes written as sampled). Both go through the same MIDI
-writer (the song's tempo, the same accent velocities) and the same renderer (FluidSynth, the SoundFont of
-`bgmgen score`, loudness-normalised), so only the notes differ. For each video: the audio of
-`bgmgen score VIDEO` (its first `--seconds` seconds). Every file is Ogg Vorbis, at most MAX_BYTES.
-The real excerpt starts cold (a note held into its first bar is cut), as the generated one does.
+sixteenth grid: MELODY, BRIDGE and PIANO) and as the model writes them from the same controls (`bgmgen
+sample`'s path: the song's rhythm, chords, key, register and phrases; the notes written as sampled). Both go
+through the same MIDI writer (the song's tempo, the same accent velocities) and the same renderer
+(FluidSynth, the SoundFont of `bgmgen score`, loudness-normalised), so only the notes differ. For each video:
+the audio of `bgmgen score VIDEO` (its first `--seconds` seconds). Every file is Ogg Vorbis, at most
+MAX_BYTES. The real excerpt starts cold (a note held into its first bar is cut), as the generated one does.
 """
 
 from __future__ import annotations
