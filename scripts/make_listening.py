@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from bgmgen.audio.render import RenderOptions, find_soundfont, render_midi
     from bgmgen.data import pop909
     from bgmgen.music.generate import SamplerSettings, generate_from_controls, load_music_model
-    from bgmgen.music.midi import note_velocities, notes_to_midi, roll_to_notes, write_midi
+    from bgmgen.training.sample import write_song_midi
 
     a.out.mkdir(parents=True, exist_ok=True)
     tag = f"-{a.tag}" if a.tag else ""
@@ -84,14 +84,12 @@ def main(argv=None) -> int:
             first = a.start_bar * 16
             ctl = song.controls().slice(a.start_bar * 4, (a.start_bar + bars) * 4)
             n_steps = bars * 16
-            accent = ctl.accent / max(1.0, float(ctl.accent.max()))
             real_roll = np.stack([song.onset[first:first + n_steps] > 0,
                                   song.sustain[first:first + n_steps] > 0]).astype(np.float32)
             generated = generate_from_controls(model, ctl, seed=a.seed, **asdict(settings))
             for name, roll in ((f"{sid}-real", real_roll), (f"{sid}-generated{tag}", generated)):
-                notes = roll_to_notes(np.asarray(roll, np.float32))
                 mid = tmp / f"{name}.mid"
-                write_midi(notes_to_midi(notes, note_velocities(notes, accent), song.bpm), mid)
+                notes = write_song_midi(np.asarray(roll, np.float32), ctl, song.bpm, mid)
                 seconds = bars * 4 * 60.0 / song.bpm
                 render_midi(str(mid), str(tmp / f"{name}.wav"), seconds + 1.0, render_options)
                 size = encode_ogg(tmp / f"{name}.wav", a.out / f"{name}.ogg")

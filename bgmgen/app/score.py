@@ -50,8 +50,7 @@ class BatchContext:
         self._fingerprint = fingerprint
         self.hashes = Sha256Memo(options.cache_dir)
         self._analysis_models = None
-        self._music_model = None
-        self._music_model_loading: concurrent.futures.Future | None = None
+        self._music_model_loading: concurrent.futures.Future | None = None  # the model, once loaded
         self._music_model_lock = threading.Lock()
         self._soundfont: Path | None = None
         self.notes_said: set[str] = set()
@@ -91,30 +90,29 @@ class BatchContext:
         return self._analysis_models
 
     def music_model(self):
-        """The music model, loaded once (waits for start_loading_music_model's thread if it runs)."""
-        with self._music_model_lock:
-            loading = self._music_model_loading
-        if loading is not None:
-            t0 = time.perf_counter()
-            try:
-                self._music_model = loading.result()  # re-raises the loader's error
-            finally:
-                with self._music_model_lock:
+        """The music model, loaded once: waits for the load start_loading_music_model began (and begins it
+        if nothing did). A failed load is forgotten, so the next video tries again."""
+        self.start_loading_music_model()
+        loading = self._music_model_loading
+        t0 = time.perf_counter()
+        try:
+            return loading.result()  # re-raises the loader's error
+        except BaseException:
+            with self._music_model_lock:
+                if self._music_model_loading is loading:
                     self._music_model_loading = None
-                self.load_timings["wait_music_model"] = round(time.perf_counter() - t0, 4)
-        if self._music_model is None:
-            self._music_model = self._load_music_model()
-        return self._music_model
+            raise
+        finally:
+            self.load_timings["wait_music_model"] = round(time.perf_counter() - t0, 4)
 
     def start_loading_music_model(self) -> None:
         """Load the music model in a background thread (reading the weights and the int8 conversion
         take about a second, mostly outside the GIL) while the analysis runs; music_model() waits."""
         with self._music_model_lock:
-            if self._music_model is not None or self._music_model_loading is not None:
-                return
-            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-load-music")
-            self._music_model_loading = pool.submit(self._load_music_model)
-            pool.shutdown(wait=False)
+            if self._music_model_loading is None:
+                pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-load-music")
+                self._music_model_loading = pool.submit(self._load_music_model)
+                pool.shutdown(wait=False)
 
     def _load_music_model(self):
         from bgmgen.music.generate import load_music_model

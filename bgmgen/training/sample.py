@@ -37,13 +37,22 @@ class SampleOptions:
     temperature: float = SAMPLER.temperature  # v3 models: softmax temperature of the draws
 
 
+def write_song_midi(roll, controls, bpm: float, path: Path) -> list[tuple[int, int, int]]:
+    """A (2, T, 128) roll on a song's grid -> `path` at the song's tempo, velocities from its accents, as
+    `bgmgen eval` expects them; the notes written."""
+    from bgmgen.music.midi import note_velocities, notes_to_midi, roll_to_notes, write_midi
+
+    notes = roll_to_notes(roll)
+    accent = controls.accent / max(1.0, float(controls.accent.max()))
+    write_midi(notes_to_midi(notes, note_velocities(notes, accent), bpm), path)
+    return notes
+
+
 def sample_songs(o: SampleOptions, log=print) -> dict:
     from bgmgen.core.errors import InputError
     from bgmgen.data import pop909
     from bgmgen.data.splits import resolve_songs
     from bgmgen.music.generate import generate_from_controls, load_music_model
-    from bgmgen.music.midi import note_velocities, notes_to_midi, roll_to_notes, write_midi
-
     pop909.check_dataset_dirs(o.data, o.structure)
     model = load_music_model(o.model, o.device, o.precision)
     out = Path(o.out)
@@ -63,10 +72,7 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
         settings = SamplerSettings(steps=o.steps, guidance=o.guidance, strict_groove=not o.loose_groove,
                                    order=o.order, temperature=o.temperature)
         roll = generate_from_controls(model, ctl, seed=o.seed, **asdict(settings))
-        notes = roll_to_notes(roll)
-        accent = ctl.accent / max(1.0, float(ctl.accent.max()))
-        pm = notes_to_midi(notes, note_velocities(notes, accent), song.bpm)
-        write_midi(pm, out / f"{sid}.mid")
+        notes = write_song_midi(roll, ctl, song.bpm, out / f"{sid}.mid")
         report["songs"][sid] = {"bars": len(ctl) // 4, "bpm": round(song.bpm, 3), "notes": len(notes),
                                 "seconds": round(time.time() - t0, 2)}
         log(f"{sid}: {len(ctl) // 4} bars, {len(notes)} notes, {time.time() - t0:.1f} s")
