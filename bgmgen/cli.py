@@ -27,6 +27,7 @@ from bgmgen.cli_values import (
     beat_offset,
     bpm,
     choice_option,
+    control_groups,
     guidance_scale,
     kernel_steps,
     late,
@@ -145,6 +146,10 @@ TorchDevice = Annotated[Device | None, typer.Option(help="torch device")]
 Seed = Annotated[int | None, typer.Option(metavar="SEED", parser=seed_number, help="random seed of the music model")]
 Guidance = Annotated[float | None, typer.Option(metavar="G", parser=guidance_scale,
                                                 help="classifier-free guidance scale (default: the model's)")]
+GuideGroups = Annotated[str | None, typer.Option(
+    metavar="GROUPS", parser=control_groups,
+    help="control groups the guidance amplifies, comma-separated from rhythm, harmony, key, structure "
+         "(default: the sampler's)")]
 Order = Annotated[str | None, choice_option(
     "ORDERS", metavar="ORDER", help="v3 models: unmasking order, one of {ORDERS} (default: the sampler's)")]
 Temperature = Annotated[float | None, typer.Option(
@@ -202,6 +207,7 @@ def score(
     model: Annotated[str | None, _path("music model (default: the one in models/)", absolute=True)] = _SCORE.model,
     steps: Annotated[int | None, _count("diffusion sampling steps (default: the model's)")] = _SCORE.steps,
     guidance: Guidance = _SCORE.guidance,
+    guide_groups: GuideGroups = None,
     loose_groove: Annotated[bool, typer.Option(
         "--loose-groove", help="let the music place onsets off the plan's groove (default: the groove is imposed)")
     ] = _SCORE.loose_groove,
@@ -222,6 +228,7 @@ def score(
         out=out, seed=seed, mix=mix, tempo=tempo, mood=mood, device=device, use_cache=not no_cache,
         cache_dir=cache_dir, force=force, quiet=quiet, debug=bool(ctx.meta.get(_DEBUG)), clip_weights=clip_weights,
         blip_weights=blip_weights, require_semantic=require_semantic, model=model, steps=steps, guidance=guidance,
+        guide_groups=tuple(guide_groups.split(",")) if guide_groups else None,
         loose_groove=loose_groove, order=order, temperature=temperature, soundfont=soundfont, ray=ray)
     from bgmgen.app.batch import score_many
     from bgmgen.app.console import make_console
@@ -300,6 +307,7 @@ def sample(
     model: Annotated[str | None, _path("music model (default: the one in models/)")] = None,
     steps: Annotated[int | None, _count("diffusion sampling steps")] = None,
     guidance: Guidance = None,
+    guide_groups: GuideGroups = None,
     loose_groove: Annotated[bool | None, typer.Option(
         "--loose-groove", help="the song's groove only conditions the model (its own rhythm); default: imposed")
     ] = None,
@@ -315,9 +323,10 @@ def sample(
     _require_dirs(data, structure)
     from bgmgen.training.sample import SampleOptions, sample_songs
 
+    groups = tuple(guide_groups.split(",")) if guide_groups else None
     options = SampleOptions(**_given(data=data, structure=structure, songs=songs, out=out, seed=seed, model=model,
-                                     steps=steps, guidance=guidance, loose_groove=loose_groove, device=device,
-                                     order=order, temperature=temperature, max_bars=max_bars))
+                                     steps=steps, guidance=guidance, guide_groups=groups, loose_groove=loose_groove,
+                                     device=device, order=order, temperature=temperature, max_bars=max_bars))
     sample_songs(options, **({"log": lambda *args, **kwargs: None} if quiet else {}))
     return 0
 

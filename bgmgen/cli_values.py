@@ -26,6 +26,7 @@ LATE = {
     "SampleOptions": "bgmgen.training.sample:SampleOptions",
     "ALIGNS": "bgmgen.data.pop909:ALIGNS",
     "ORDERS": "bgmgen.music.config:UNMASKING_ORDERS",
+    "GROUPS": "bgmgen.music.controls:GROUPS",
     "run_eval": "bgmgen.eval.evaluate:run_eval",
 }
 
@@ -105,6 +106,18 @@ def one_of(name: str, kind: type = str, fold_case: bool = False) -> Callable[[An
         return value
 
     return parse
+
+
+def control_groups(text) -> str:
+    """A comma-separated list of control groups (GROUPS), e.g. rhythm,harmony: each once, at least one;
+    returned normalised (lower case, no spaces)."""
+    allowed = tuple(late("GROUPS"))
+    names = tuple(n.strip().lower() for n in str(text).split(",") if n.strip())
+    unknown = [n for n in names if n not in allowed]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"expected control groups from {', '.join(allowed)} separated by commas, each once, "
+                         f"got {text!r}")
+    return ",".join(names)
 
 
 def choice_option(name: str, *, kind: type = str, fold_case: bool = False, **kw) -> Any:

@@ -29,7 +29,7 @@ def main() -> int:
     ap.add_argument("--structure", default="../shared/datasets/pop909-structure")
     ap.add_argument("--songs", type=int, default=8, help="the first N loadable validation songs")
     ap.add_argument("--setting", action="append", default=[], help="k=v[,k=v]: sample flags (steps, guidance, "
-                    "order, temperature, loose-groove)")
+                    "guide-groups=rhythm+harmony, order, temperature, loose-groove)")
     ap.add_argument("--out", default="runs/sweep")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
@@ -40,7 +40,7 @@ def main() -> int:
         flags = []
         for kv in filter(None, setting.split(",")):
             k, _, v = kv.partition("=")
-            flags += [f"--{k}"] + ([v] if v else [])
+            flags += [f"--{k}"] + ([v.replace("+", ",")] if v else [])  # a list value: rhythm+harmony
         name = setting.replace("=", "-").replace(",", "_") or "default"
         out = Path(a.out) / name
         subprocess.run([*bgmgen, "sample", "--data", a.data, "--structure", a.structure, "--songs", ",".join(songs),

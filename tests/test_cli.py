@@ -256,9 +256,11 @@ def test_sample_flags_build_sample_options(monkeypatch, tmp_path):
     monkeypatch.setattr(sampling, "sample_songs", lambda options, log=print: seen.setdefault("options", options))
     d = str(tmp_path)
     assert cli.main(["sample", "--data", d, "--structure", d, "--out", "o", "--songs", "001,002", "--seed", "2",
-                     "--steps", "8", "--guidance", "1.5", "--loose-groove", "--device", "cpu"]) == 0
+                     "--steps", "8", "--guidance", "1.5", "--guide-groups", " Rhythm, harmony", "--loose-groove",
+                     "--device", "cpu", "--order", "confidence", "--temperature", "0.7"]) == 0
     assert seen["options"] == SampleOptions(data=d, structure=d, out="o", songs="001,002", seed=2, steps=8,
-                                            guidance=1.5, loose_groove=True, device="cpu")
+                                            guidance=1.5, guide_groups=("rhythm", "harmony"), loose_groove=True,
+                                            device="cpu", order="confidence", temperature=0.7)
     seen.clear()
     assert cli.main(["sample", "--data", d, "--structure", d, "--out", "o"]) == 0
     assert seen["options"] == SampleOptions(data=d, structure=d, out="o")
@@ -382,6 +384,11 @@ def test_argument_errors_exit_2(argv, needle, capsys):
     (["train", "--data", "d", "--structure", "s", "--seed", "4294967296"], "--seed", "between"),
     (["sample", "--data", "d", "--structure", "s", "--out", "o", "--steps", "0"], "--steps", "at least 1"),
     (["eval", "g", "--data", "d", "--offset-beats", "one"], "--offset-beats", "expected a number"),
+    (["score", "a.mp4", "--guide-groups", "rhythm,melody"], "--guide-groups", "expected control groups"),
+    (["sample", "--data", "d", "--structure", "s", "--out", "o", "--guide-groups", "harmony,harmony"],
+     "--guide-groups", "each once"),
+    (["sample", "--data", "d", "--structure", "s", "--out", "o", "--guide-groups", ","], "--guide-groups",
+     "expected control groups"),
 ])
 def test_bad_numbers_are_one_line_exit_2(argv, flag, message, capsys):
     assert cli.main(argv) == 2

@@ -477,3 +477,16 @@ def test_midi_pedal_changes_with_the_chords(tiny_model):
             state = [v for time, v in cc if time <= t]
             assert state[-1] == 0, (b, t)
     assert len(changes) >= 4
+
+
+def test_sampler_defaults_follow_the_model_family():
+    """Each model family samples with the guided groups chosen for it on validation songs; what a user
+    gives wins, and None means not given."""
+    from bgmgen.music.generate import DEFAULT_TEMPERATURE, SamplerSettings
+
+    assert SamplerSettings.with_overrides("roll").guide_groups == ("rhythm",)
+    assert SamplerSettings.with_overrides("melody-accompaniment").guide_groups == ("rhythm", "harmony")
+    assert SamplerSettings.with_overrides("roll", guide_groups=("harmony",)).guide_groups == ("harmony",)
+    given = SamplerSettings.with_overrides("melody-accompaniment", temperature=None, steps=7)
+    assert given.temperature == DEFAULT_TEMPERATURE and given.steps == 7
+    assert given.to_json()["guide_groups"] == ["rhythm", "harmony"]

@@ -226,6 +226,89 @@ def test_chunked_processing_equals_whole_array(monkeypatch):
     assert whole[2] == pytest.approx(chunked[2], abs=1e-9)
 
 
+def _pedalled_midi(path: Path, seconds: float) -> None:
+    """Chords every 4/3 s under a sustain pedal changed with each chord, and a melody that strikes the
+    same key again while the pedal still holds it: what the parts of a render have to get right."""
+    import pretty_midi
+
+    _make_midi(path, seconds)
+    pm = pretty_midi.PrettyMIDI(str(path))
+    piano = pm.instruments[0]
+    t = 0.0
+    while t < seconds - 0.5:
+        piano.control_changes += [pretty_midi.ControlChange(64, 0, t), pretty_midi.ControlChange(64, 127, t + 0.05)]
+        piano.notes.append(pretty_midi.Note(velocity=70, pitch=79, start=t + 0.3, end=t + 0.5))
+        piano.notes.append(pretty_midi.Note(velocity=70, pitch=79, start=t + 0.9, end=t + 1.1))  # struck again
+        t += 4 / 3
+    pm.write(str(path))
+
+
+def test_render_parts_keep_every_note_whole_and_the_state_everywhere(tmp_path):
+    _pedalled_midi(tmp_path / "p.mid", 62.0)
+    events = [(int(round(t * SAMPLE_RATE)), m) for t, m in render._midi_events(tmp_path / "p.mid")]
+    n = int(62.0 * SAMPLE_RATE)
+    parts = render.render_parts(events, n)
+    assert len(parts) == render.RENDER_PARTS  # 62 s: four parts of 15.5 s
+    assert all(start % render.SYNTH_BLOCK == 0 for start, _ in parts) and parts[0][0] == 0
+    n_notes = sum(1 for _, m in events if m.type == "note_on" and m.velocity > 0)
+    assert sum(1 for _, p in parts for _, m in p if m.type == "note_on" and m.velocity > 0) == n_notes
+    pedal = [(at, m.value) for at, m in events if m.type == "control_change"]
+    for start, part in parts:
+        assert [(at, m.value) for at, m in part if m.type == "control_change"] == pedal  # the state, everywhere
+        open_keys = {}
+        for at, m in part:
+            if m.type == "note_on" and m.velocity > 0:
+                open_keys[m.note] = at
+            elif render._is_note(m):
+                assert m.note in open_keys  # every note-off is its own note-on's, in the same part
+                del open_keys[m.note]
+        assert not open_keys
+        # A part's notes start in it, or continue a key struck in it within the guard.
+        firsts = [at for at, m in part if m.type == "note_on" and m.velocity > 0]
+        assert min(firsts) >= start
+    assert render.render_parts(events[:40], int(20.0 * SAMPLE_RATE))[0][0] == 0
+    assert len(render.render_parts(events, int(20.0 * SAMPLE_RATE))) == 1  # under 2 x 15 s: one part
+
+
+def test_render_in_parts_sounds_as_one_synthesizer(tmp_path, monkeypatch):
+    """The parts added up against one synthesizer over the whole piece. Dry: equal to float rounding
+    except where a key let go more than RESTRIKE_GUARD_S earlier is struck again across a cut (its old
+    voice's faint release). With reverb the wet signal differs in the phase of the reverb's delay-line
+    modulation (about -30 dB RMS here), which changes neither the loudness nor the envelope."""
+    _pedalled_midi(tmp_path / "p.mid", 62.0)
+    sf = render.find_soundfont()
+    n = int(62.0 * SAMPLE_RATE)
+    parts = {reverb: render._synthesize(tmp_path / "p.mid", sf, n, reverb) for reverb in (False, True)}
+    monkeypatch.setattr(render, "RENDER_PARTS", 1)
+    whole = {reverb: render._synthesize(tmp_path / "p.mid", sf, n, reverb) for reverb in (False, True)}
+
+    def rms(x):
+        return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+    def envelope_db(x, hop=SAMPLE_RATE // 10):  # energy per 100 ms
+        m = len(x) // hop * hop
+        return 10 * np.log10(np.square(x[:m], dtype=np.float64).reshape(-1, hop, 2).mean(axis=(1, 2)) + 1e-12)
+
+    dry_parts, dry = parts[False], whole[False]
+    assert np.abs(dry).max() > 0.05
+    assert np.abs(dry_parts - dry).max() < 0.01 * np.abs(dry).max()
+    assert 20 * np.log10(rms(dry_parts - dry) / rms(dry)) < -50
+    wet_parts, wet = parts[True], whole[True]
+    assert loudness.integrated_loudness(wet_parts) == pytest.approx(loudness.integrated_loudness(wet), abs=0.05)
+    env_parts, env = envelope_db(wet_parts), envelope_db(wet)
+    audible = env > env.max() - 40
+    assert np.abs(env_parts - env)[audible].max() < 0.5
+
+
+def test_render_bytes_do_not_depend_on_the_thread_count(tmp_path, monkeypatch):
+    _pedalled_midi(tmp_path / "p.mid", 40.0)
+    monkeypatch.setattr(render, "render_threads", lambda: 1)
+    render.render_midi(tmp_path / "p.mid", tmp_path / "one.wav", 40.0)
+    monkeypatch.setattr(render, "render_threads", lambda: 3)
+    render.render_midi(tmp_path / "p.mid", tmp_path / "three.wav", 40.0)
+    assert (tmp_path / "one.wav").read_bytes() == (tmp_path / "three.wav").read_bytes()
+
+
 def test_find_soundfont_order_and_licence_filter(tmp_path, monkeypatch):
     monkeypatch.delenv(render.SOUNDFONT_ENV, raising=False)
     with pytest.raises(MissingDependencyError):

@@ -218,7 +218,7 @@ def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
     assert np.array_equal(fast_p, fast.predict(frames))
 
 
-def test_bf16_frames_near_the_threshold_are_recomputed_in_fp32():
+def test_bf16_blocks_near_the_threshold_take_the_package_fp32_values():
     import torch
 
     from bgmgen.video.shots import THRESHOLD, ShotDetector, scenes_from_predictions

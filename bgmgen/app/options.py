@@ -30,6 +30,7 @@ class ScoreOptions:
     model: str | None = None
     steps: int | None = None
     guidance: float | None = None
+    guide_groups: tuple[str, ...] | None = None  # control groups guidance amplifies (None: the model family's)
     loose_groove: bool = False        # let the model place onsets off the plan's groove
     order: str | None = None          # v3 sampler: unmasking order (None: generate.SamplerSettings' default)
     temperature: float | None = None  # v3 sampler: softmax temperature

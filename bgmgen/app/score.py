@@ -193,7 +193,8 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         music_plan = plan_mod.make_plan(an, PlanOptions(tempo=opts.tempo, mood=opts.mood, seed=opts.seed))
     # Every sampler setting is explicit here, so run.json records what was used, not just what was asked.
     settings = generate.SamplerSettings.with_overrides(
-        steps=opts.steps, guidance=opts.guidance, strict_groove=not opts.loose_groove, order=opts.order,
+        model.denoiser.architecture, steps=opts.steps, guidance=opts.guidance, guide_groups=opts.guide_groups,
+        strict_groove=not opts.loose_groove, order=opts.order,
         temperature=opts.temperature)
     with sw.stage("generate", stage_cb):
         roll = generate.generate_roll(model, music_plan, seed=opts.seed, settings=settings)

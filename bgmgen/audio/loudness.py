@@ -39,11 +39,27 @@ def _float64(audio: np.ndarray, lo: int, hi: int, ch=slice(None)) -> np.ndarray:
 
 
 def sample_magnitude(audio: np.ndarray) -> np.ndarray:
-    """max |sample| over channels, per sample, as float32 (computed chunk by chunk)."""
+    """max |sample| over channels, per sample, as float32 (computed chunk by chunk).
+
+    float32 and int16 audio take the maximum per channel pair with np.maximum (a reduction along a
+    2-wide axis is ~10x slower); |x| and max are exact, and scaling PCM after the maximum gives the
+    same float32 values as scaling first, since the scaling is monotonic."""
+    audio = _as_2d(audio)
     mag = np.empty(len(audio), dtype=np.float32)
     for lo in range(0, len(audio), CHUNK):
         hi = min(len(audio), lo + CHUNK)
-        mag[lo:hi] = np.abs(_float64(audio, lo, hi)).max(axis=1)
+        if audio.dtype == np.float32:
+            m = np.abs(audio[lo:hi, 0])
+            for ch in range(1, audio.shape[1]):
+                np.maximum(m, np.abs(audio[lo:hi, ch]), out=m)
+            mag[lo:hi] = m
+        elif audio.dtype == np.int16:
+            m = np.abs(audio[lo:hi, 0].astype(np.int32))
+            for ch in range(1, audio.shape[1]):
+                np.maximum(m, np.abs(audio[lo:hi, ch].astype(np.int32)), out=m)
+            mag[lo:hi] = m / PCM16_SCALE
+        else:
+            mag[lo:hi] = np.abs(_float64(audio, lo, hi)).max(axis=1)
     return mag
 
 
@@ -108,6 +124,12 @@ def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int =
     return float(-0.691 + 10.0 * np.log10(power[gated].mean()))
 
 
+def sample_peak_dbfs(audio: np.ndarray) -> float:
+    """Largest |sample| in dBFS (-inf for silence); a true peak is never below it."""
+    peak = float(sample_magnitude(audio).max(initial=0.0))
+    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+
+
 def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, block: int = 4096) -> float:
     """Maximum absolute value after `oversample`x polyphase upsampling, in dBTP.
 
@@ -125,7 +147,11 @@ def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, bl
     if sample_peak <= 0:
         return float("-inf")
     n_blocks = -(-n // block)
-    block_peak = np.pad(mag, (0, n_blocks * block - n)).reshape(n_blocks, block).max(axis=1)
+    block_peak = np.empty(n_blocks, dtype=mag.dtype)
+    whole = n // block
+    block_peak[:whole] = mag[:whole * block].reshape(whole, block).max(axis=1)
+    if whole < n_blocks:
+        block_peak[whole] = mag[whole * block:].max()
     candidates = np.flatnonzero(block_peak >= sample_peak * 10.0 ** (-TRUE_PEAK_SEARCH_DB / 20.0))
     pad = 256  # filter context on each side of a block
     peak = sample_peak

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.audio import loudness
-from bgmgen.audio.loudness import PCM16_SCALE, integrated_loudness, sample_magnitude, true_peak_dbtp
+from bgmgen.audio.loudness import (
+    PCM16_SCALE,
+    integrated_loudness,
+    sample_magnitude,
+    sample_peak_dbfs,
+    true_peak_dbtp,
+)
 from bgmgen.core.assets import checkout_soundfont_dir
 from bgmgen.core.constants import SAMPLE_RATE, TARGET_LUFS, TRUE_PEAK_DBTP
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
@@ -48,6 +54,12 @@ INSTALL_HINT = (
 )
 
 RENDER_BLOCK = 4096  # samples per synthesizer read between events
+SYNTH_BLOCK = 64  # FluidSynth's own block: events take effect on its boundaries
+RENDER_PARTS = 4  # a long render is synthesised in this many parts, in parallel (render_parts)
+RENDER_PART_S = 15.0  # ... each at least this long
+RESTRIKE_GUARD_S = 3.0  # a key's voice may still sound this long after its release begins
+SUSTAIN_PEDAL_CC = 64
+TAIL_SILENCE = 1e-6  # a part ends when its notes are over and a block peaks below this (-120 dBFS)
 LIMITER_LOOKAHEAD_S = 0.005
 LIMITER_HOLD_S = 0.050
 SAMPLE_PEAK_MARGIN_DB = 0.5  # the limiter aims this far below the true-peak ceiling
@@ -178,67 +190,177 @@ def _midi_events(midi_path: Path) -> list[tuple[float, object]]:
     return events
 
 
-def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool) -> np.ndarray:
-    fluidsynth = _import_fluidsynth()
-    _quiet_fluidsynth_log(fluidsynth)
-    events = _midi_events(midi_path)
+def _new_synth(fluidsynth, soundfont: Path, reverb: bool):
+    """A FluidSynth synthesizer with the SoundFont's piano on every channel (drum kit on channel 10)."""
     synth = fluidsynth.Synth(
         gain=1.0,
         samplerate=float(SAMPLE_RATE),
         **{
             "synth.reverb.active": 1 if reverb else 0,
             "synth.chorus.active": 0,  # chorus on a piano sounds detuned
-            "synth.cpu-cores": 1,  # one thread: deterministic voice mixing
+            "synth.cpu-cores": 1,  # one thread per synthesizer: deterministic voice mixing
+            "synth.polyphony": 1024,
             "synth.dynamic-sample-loading": 1,  # load only the presets we play (FluidR3 is 148 MB)
         },
     )
-    try:
-        sfid = synth.sfload(str(soundfont))
-        if sfid == -1:
-            raise InputError(f"{soundfont}: FluidSynth cannot load this SoundFont; {INSTALL_HINT}")
-        for chan in range(16):
-            if chan == DRUM_CHANNEL:
-                synth.program_select(chan, sfid, DRUM_BANK, 0)
-            else:
-                synth.program_select(chan, sfid, 0, GENERAL_MIDI_PIANO)
-        write_float = _float_writer(fluidsynth)
-        out = np.zeros((n_samples, N_CHANNELS), dtype=np.float32)
-        pos = 0
+    sfid = synth.sfload(str(soundfont))
+    if sfid == -1:
+        synth.delete()
+        raise InputError(f"{soundfont}: FluidSynth cannot load this SoundFont; {INSTALL_HINT}")
+    for chan in range(16):
+        if chan == DRUM_CHANNEL:
+            synth.program_select(chan, sfid, DRUM_BANK, 0)
+        else:
+            synth.program_select(chan, sfid, 0, GENERAL_MIDI_PIANO)
+    return synth
 
-        def advance(to: int) -> None:
+
+def _send(synth, msg) -> None:
+    kind = msg.type
+    if kind == "note_on":
+        if msg.velocity > 0:
+            synth.noteon(msg.channel, msg.note, msg.velocity)
+        else:
+            synth.noteoff(msg.channel, msg.note)
+    elif kind == "note_off":
+        synth.noteoff(msg.channel, msg.note)
+    elif kind == "control_change":
+        synth.cc(msg.channel, msg.control, msg.value)
+    elif kind == "program_change":
+        synth.program_change(msg.channel, msg.program)
+    elif kind == "pitchwheel":
+        synth.pitch_bend(msg.channel, msg.pitch)
+
+
+def _is_note(msg) -> bool:
+    return msg.type in ("note_on", "note_off")
+
+
+def render_parts(events: list[tuple[int, object]], n_samples: int) -> list[tuple[int, list[tuple[int, object]]]]:
+    """Cut a render into parts that synthesise independently: [(first sample, events)].
+
+    `events` are (sample, message) in time order. A note belongs to the part its note-on falls in
+    (its note-off goes with it, wherever it falls), except that a key struck again while its previous
+    note may still sound (held by the pedal, or within RESTRIKE_GUARD_S of its release) stays in that
+    note's part: FluidSynth releases a key's old voice when it is struck again, which only happens
+    within one synthesizer. Every other message (pedal, program) goes to every part, so each part's
+    synthesizer has the state the whole piece would have. Parts start on FluidSynth's 64-sample block
+    so their notes land on the grid of one whole render; a piece shorter than 2 x RENDER_PART_S is one
+    part. The cut depends only on the piece, never on the machine."""
+    n_parts = int(min(RENDER_PARTS, max(1, n_samples // int(RENDER_PART_S * SAMPLE_RATE))))
+    starts = [(n_samples * k // n_parts) // SYNTH_BLOCK * SYNTH_BLOCK for k in range(n_parts)]
+    parts: list[list[tuple[int, object]]] = [[] for _ in starts]
+    guard = int(RESTRIKE_GUARD_S * SAMPLE_RATE)
+    pedal_lifts: dict[int, list[int]] = {}  # channel -> samples at which the sustain pedal comes up
+    for at, msg in events:
+        if msg.type == "control_change" and msg.control == SUSTAIN_PEDAL_CC and msg.value < 64:
+            pedal_lifts.setdefault(msg.channel, []).append(at)
+    pedal_down: dict[int, bool] = {}
+    sounding: dict[tuple[int, int], int] = {}  # (channel, key) -> part of the note now held
+    released: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, key) -> (part, may sound until)
+    for at, msg in events:
+        if not _is_note(msg):
+            if msg.type == "control_change" and msg.control == SUSTAIN_PEDAL_CC:
+                pedal_down[msg.channel] = msg.value >= 64
+            for part in parts:
+                part.append((at, msg))
+            continue
+        key = (msg.channel, msg.note)
+        if msg.type == "note_on" and msg.velocity > 0:
+            k = sounding.get(key)
+            if k is None:
+                k = max(i for i, s in enumerate(starts) if s <= max(at, 0))
+                previous = released.get(key)
+                if previous is not None and at <= previous[1]:
+                    k = previous[0]
+            sounding[key] = k
+        else:
+            k = sounding.pop(key, None)
+            if k is None:
+                continue  # a note-off without a note: nothing sounds to stop
+            until = at
+            if pedal_down.get(msg.channel):
+                until = next((t for t in pedal_lifts.get(msg.channel, ()) if t >= at), n_samples)
+            released[key] = (k, until + guard)
+        parts[k].append((at, msg))
+    return [(s, p) for s, p in zip(starts, parts) if any(_is_note(m) for _, m in p)]
+
+
+def _synthesize_part(fluidsynth, soundfont: Path, reverb: bool, start: int, events, n_samples: int) -> np.ndarray:
+    """Samples [start, end) of one part, as float32 [end - start, 2]: its notes and their tails.
+
+    Messages before `start` only set state (pedal, program). After the part's last note message the
+    part ends at the first block whose peak is below TAIL_SILENCE (its release and reverb have died
+    away), at the latest at n_samples."""
+    synth = _new_synth(fluidsynth, soundfont, reverb)
+    try:
+        write_float = _float_writer(fluidsynth)
+        last_note = max(at for at, msg in events if _is_note(msg))
+        blocks: list[np.ndarray] = []
+        pos = start
+
+        def advance(to: int) -> bool:
+            """Render up to `to`; False once the part is over (past its last note and silent)."""
             nonlocal pos
             to = min(to, n_samples)
             while pos < to:
                 n = min(RENDER_BLOCK, to - pos)
                 if write_float is not None:
-                    out[pos:pos + n] = write_float(synth, n)
+                    block = write_float(synth, n)
                 else:  # very old libfluidsynth: 16-bit path
-                    out[pos:pos + n] = synth.get_samples(n).reshape(n, N_CHANNELS).astype(np.float32) / 32768.0
+                    block = synth.get_samples(n).reshape(n, N_CHANNELS).astype(np.float32) / 32768.0
+                blocks.append(block)
                 pos += n
+                if pos > last_note and float(np.abs(block).max()) < TAIL_SILENCE:
+                    return False
+            return pos < n_samples
 
-        for t, msg in events:
-            at = int(round(t * SAMPLE_RATE))
+        going = True
+        for at, msg in events:
             if at >= n_samples:
                 break
-            advance(at)
-            kind = msg.type
-            if kind == "note_on":
-                if msg.velocity > 0:
-                    synth.noteon(msg.channel, msg.note, msg.velocity)
-                else:
-                    synth.noteoff(msg.channel, msg.note)
-            elif kind == "note_off":
-                synth.noteoff(msg.channel, msg.note)
-            elif kind == "control_change":
-                synth.cc(msg.channel, msg.control, msg.value)
-            elif kind == "program_change":
-                synth.program_change(msg.channel, msg.program)
-            elif kind == "pitchwheel":
-                synth.pitch_bend(msg.channel, msg.pitch)
-        advance(n_samples)
-        return out
+            if at > start and not advance(at):
+                going = False
+                break
+            _send(synth, msg)
+        while going and advance(pos + RENDER_BLOCK):
+            pass
+        return np.concatenate(blocks) if blocks else np.zeros((0, N_CHANNELS), np.float32)
     finally:
         synth.delete()
+
+
+def render_threads() -> int:
+    """Threads the synthesis parts run on: the CPUs this process may use (FluidSynth releases the GIL)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool) -> np.ndarray:
+    """The MIDI file as float32 [n_samples, 2]: its parts (render_parts) synthesised on parallel
+    threads, one synthesizer each, and added up in a fixed order (so the bytes do not depend on the
+    thread count). Synthesis is linear in the notes, so the sum sounds as one synthesizer would;
+    it differs from a single synthesizer only in the phase of the reverb's delay-line modulation and
+    in float rounding."""
+    import concurrent.futures  # noqa: PLC0415
+
+    fluidsynth = _import_fluidsynth()
+    _quiet_fluidsynth_log(fluidsynth)
+    events = [(int(round(t * SAMPLE_RATE)), msg) for t, msg in _midi_events(midi_path)]
+    parts = render_parts(events, n_samples)
+    out = np.zeros((n_samples, N_CHANNELS), dtype=np.float32)
+    if not parts:
+        return out
+    with concurrent.futures.ThreadPoolExecutor(min(render_threads(), len(parts)),
+                                               thread_name_prefix="fluidsynth") as pool:
+        rendered = [pool.submit(_synthesize_part, fluidsynth, soundfont, reverb, start, part_events, n_samples)
+                    for start, part_events in parts]
+        for (start, _), future in zip(parts, rendered):
+            audio = future.result()
+            out[start:start + len(audio)] += audio
+    return out
 
 
 # ------------------------------------------------------------------------------- processing
@@ -324,7 +446,8 @@ def _normalise(audio: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> tu
     out *= np.float32(10.0 ** ((target_lufs - lufs) / 20.0))
     # Limiting lowers the loudness a little: top the gain up and limit again, ending on a limit.
     for _ in range(LIMITER_PASSES):
-        if true_peak_dbtp(out) <= ceiling_dbtp:
+        # A sample above the ceiling settles it without oversampling: the true peak is at least as high.
+        if sample_peak_dbfs(out) <= ceiling_dbtp and true_peak_dbtp(out) <= ceiling_dbtp:
             break
         info["limited"] = True
         out = _limit(out, ceiling_lin)

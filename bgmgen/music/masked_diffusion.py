@@ -137,12 +137,9 @@ def sample(model, cond: torch.Tensor, segments: torch.Tensor, scheduler: MaskedS
             acc_logits = acc_u + guidance * (acc_c - acc_u)
         else:
             mel_logits, acc_logits = model(mel, acc, tb, cond, segments)
-        if no_onset is not None:
-            mel_logits = mel_logits.clone()
-            mel_logits[..., MEL_FIRST_PITCH:] = mel_logits[..., MEL_FIRST_PITCH:].masked_fill(
-                no_onset[..., None], NEG_INF)
-            acc_logits = acc_logits.clone()
-            acc_logits[..., ACC_ONSET] = acc_logits[..., ACC_ONSET].masked_fill(no_onset[..., None], NEG_INF)
+        if no_onset is not None:  # in place: these logits are this step's own, used nowhere else
+            mel_logits[..., MEL_FIRST_PITCH:].masked_fill_(no_onset[..., None], NEG_INF)
+            acc_logits[..., ACC_ONSET].masked_fill_(no_onset[..., None], NEG_INF)
         mel, mel_masked = scheduler.step(i, mel, mel_masked, mel_logits, generator)
         acc_flat, acc_masked_flat = scheduler.step(i, acc.view(B, -1), acc_masked.view(B, -1),
                                                    acc_logits.reshape(B, T * P, -1), generator)

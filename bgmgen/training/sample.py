@@ -28,7 +28,8 @@ class SampleOptions:
     seed: int = 0
     model: str | None = None
     steps: int = SAMPLER.steps
-    guidance: float = SAMPLER.guidance  # on SamplerSettings.guide_groups
+    guidance: float = SAMPLER.guidance  # on guide_groups
+    guide_groups: tuple[str, ...] | None = None  # the control groups guidance amplifies (None: the model family's)
     loose_groove: bool = False  # True: the groove is only a condition, not imposed (the model's own rhythm)
     device: str = "cpu"
     precision: str | None = None  # fp32 | int8 (default: int8 on CPU)
@@ -57,7 +58,11 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
     model = load_music_model(o.model, o.device, o.precision)
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"options": asdict(o), "model": {"path": model.path, "sha256": model.sha256, "precision": model.precision}, "songs": {}}
+    settings = SamplerSettings.with_overrides(
+        model.denoiser.architecture, steps=o.steps, guidance=o.guidance, guide_groups=o.guide_groups,
+        strict_groove=not o.loose_groove, order=o.order, temperature=o.temperature)
+    report = {"options": asdict(o), "sampler": settings.to_json(),
+              "model": {"path": model.path, "sha256": model.sha256, "precision": model.precision}, "songs": {}}
     for sid in resolve_songs(o.songs):
         t0 = time.time()
         try:
@@ -69,8 +74,6 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
         ctl = song.controls()
         if o.max_bars:
             ctl = ctl.slice(0, o.max_bars * 4)
-        settings = SamplerSettings(steps=o.steps, guidance=o.guidance, strict_groove=not o.loose_groove,
-                                   order=o.order, temperature=o.temperature)
         roll = generate_from_controls(model, ctl, seed=o.seed, **asdict(settings))
         notes = write_song_midi(roll, ctl, song.bpm, out / f"{sid}.mid")
         report["songs"][sid] = {"bars": len(ctl) // 4, "bpm": round(song.bpm, 3), "notes": len(notes),

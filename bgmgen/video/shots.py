@@ -281,7 +281,8 @@ class ShotStream:
     Window k needs frames [k*keep - context, k*keep + keep + context); it runs in a worker thread as
     soon as they are in, with one torch thread, while decoding (single-threaded) keeps the other
     core. `finish()` (decoding is over) lets the worker end the window under way and runs every
-    window not done yet, with the threads torch had before. Each window sees
+    window not done yet, as many side by side as torch had threads before, one thread each. Each
+    window sees
     exactly the frames `ShotDetector.predict` gives it (the padding repeats the first and last frame),
     so the probabilities are the same (tested); videos too short for a full window go to `predict`.
     """
@@ -362,6 +363,8 @@ class ShotStream:
 
     def finish(self) -> np.ndarray:
         """[n] transition probability per frame, n = every frame added."""
+        import concurrent.futures
+
         import torch
 
         n = self.n_seen
@@ -376,13 +379,27 @@ class ShotStream:
         if self.scheduled == 0:  # too short to have started (or shorter than one window)
             return d.predict(self.frames())
         _, _, starts = window_starts(n, d.window, d.context)
-        with torch.inference_mode():
-            for k in range(len(starts)):
-                if k not in self.results:
-                    valid = max(0, min(self.keep, n - k * self.keep))
-                    self.results[k] = self._window_probs(k, self._window_frames(k, n), valid)
-                    if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
-                        release_free_memory()
+        remaining = [k for k in range(len(starts)) if k not in self.results]
+
+        def run(k: int) -> np.ndarray:
+            with torch.inference_mode():  # thread-local: entered in the thread that runs the window
+                probs = self._window_probs(k, self._window_frames(k, n), max(0, min(self.keep, n - k * self.keep)))
+            if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
+                release_free_memory()
+            return probs
+
+        # Windows left after decoding run side by side, one torch thread each: TransNetV2's small
+        # convolutions split poorly across threads, whole windows on separate cores do not.
+        workers = min(self.threads, len(remaining))
+        if workers > 1:
+            torch.set_num_threads(1)
+            try:
+                with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="bgmgen-shots") as pool:
+                    self.results.update(zip(remaining, pool.map(run, remaining)))
+            finally:
+                torch.set_num_threads(self.threads)
+        else:
+            self.results.update((k, run(k)) for k in remaining)
         return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
 
 
