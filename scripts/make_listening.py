@@ -73,8 +73,8 @@ def main(argv=None) -> int:
     render_options = RenderOptions(soundfont=str(find_soundfont()))
     model = load_music_model(a.model)
     overrides = {k: v for k, v in (("order", a.order), ("temperature", a.temperature)) if v is not None}
-    settings = SamplerSettings(**overrides)
-    made = {"model": {"path": model.path, "sha256": model.sha256}, "sampler": asdict(settings), "seed": a.seed,
+    settings = SamplerSettings.with_overrides(model.denoiser.architecture, **overrides)
+    made = {"model": {"path": model.path, "sha256": model.sha256}, "sampler": settings.to_json(), "seed": a.seed,
             "files": {}}
     with tempfile.TemporaryDirectory(prefix="bgmgen-listen-") as tmp:
         tmp = Path(tmp)

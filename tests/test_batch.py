@@ -99,3 +99,20 @@ def test_a_missing_dependency_stops_the_batch_with_its_line(tmp_path):
 def test_the_ray_address_does_not_make_outputs_stale():
     assert ScoreOptions(ray="local").output_fingerprint() == ScoreOptions().output_fingerprint()
     assert ScoreOptions(ray="auto").to_json()["ray"] == "auto"   # run.json still records it
+
+
+def test_with_options_shares_the_loaded_models_and_refuses_other_models(tmp_path):
+    """The web page's takes: another mood or seed reuses the models (loaded once, by whichever context
+    loads first); options the models depend on cannot change this way."""
+    import dataclasses
+
+    base = BatchContext(ScoreOptions(cache_dir=str(tmp_path / "cache")), ["bgmgen", "ui"])
+    take = base.with_options(dataclasses.replace(base.options, mood="calm", seed=7, guidance=2.0))
+    assert take.options.mood == "calm" and base.options.mood is None
+    assert take.soundfont() == base.soundfont()  # loaded through the take, seen by the base
+    assert take._loaded is base._loaded and take.hashes is base.hashes
+    assert take.fingerprint() != base.fingerprint()  # the outputs' fingerprint follows the options
+    for field, value in (("model", str(tmp_path / "other.safetensors")), ("device", "cuda"),
+                         ("soundfont", str(tmp_path / "other.sf2"))):
+        with pytest.raises(ValueError, match=field):
+            base.with_options(dataclasses.replace(base.options, **{field: value}))

@@ -7,6 +7,7 @@ Heavy modules (torch, decord, the stage modules) are imported inside the functio
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import shutil
 import threading
 import time
@@ -40,6 +41,19 @@ def _prewarm_imports() -> None:
             pass
 
 
+# The options a context's loaded models depend on: contexts that share models agree on all of them.
+MODEL_OPTIONS = ("device", "model", "clip_weights", "blip_weights", "require_semantic", "soundfont", "cache_dir")
+
+
+class _Loaded:
+    """What a BatchContext loads lazily, in one object so that the contexts with_options makes share it."""
+
+    def __init__(self):
+        self.analysis_models = None
+        self.music_model_loading: concurrent.futures.Future | None = None  # the music model, once loaded
+        self.soundfont: Path | None = None
+
+
 class BatchContext:
     """Models and facts shared by every video of a batch (loaded once, lazily)."""
 
@@ -49,13 +63,22 @@ class BatchContext:
         # A Ray worker is given the driver's, so every file of a batch is judged up to date against one fingerprint.
         self._fingerprint = fingerprint
         self.hashes = Sha256Memo(options.cache_dir)
-        self._analysis_models = None
-        self._music_model_loading: concurrent.futures.Future | None = None  # the model, once loaded
+        self._loaded = _Loaded()  # shared with the contexts with_options makes
         self._music_model_lock = threading.Lock()
-        self._soundfont: Path | None = None
         self.notes_said: set[str] = set()
         self.load_timings: dict[str, float] = {}
         self._preflight_done = False
+
+    def with_options(self, options: ScoreOptions) -> "BatchContext":
+        """A context for other per-video options (mood, tempo, seed, mix, sampler: a web page's takes)
+        that shares this one's models, loaded or loading, and its memo of file hashes."""
+        changed = [name for name in MODEL_OPTIONS if getattr(options, name) != getattr(self.options, name)]
+        if changed:
+            raise ValueError(f"options the loaded models depend on differ: {', '.join(changed)}")
+        other = copy.copy(self)  # shares _loaded, the lock, the hash memo, the notes said and the timings
+        other.options = options
+        other._fingerprint = None  # the outputs' fingerprint depends on the options
+        return other
 
     def preflight(self) -> None:
         """Cheap checks that would fail every video: run once before the first heavy stage."""
@@ -74,33 +97,33 @@ class BatchContext:
         self._preflight_done = True
 
     def soundfont(self) -> Path:
-        if self._soundfont is None:
+        if self._loaded.soundfont is None:
             from bgmgen.audio.render import find_soundfont
 
-            self._soundfont = Path(find_soundfont(self.options.soundfont))
-        return self._soundfont
+            self._loaded.soundfont = Path(find_soundfont(self.options.soundfont))
+        return self._loaded.soundfont
 
     def analysis_models(self):
-        if self._analysis_models is None:
+        if self._loaded.analysis_models is None:
             from bgmgen.video.analysis import AnalysisModels
 
             t0 = time.perf_counter()
-            self._analysis_models = AnalysisModels(self.options.analysis_options())
+            self._loaded.analysis_models = AnalysisModels(self.options.analysis_options())
             self.load_timings["load_analysis_models"] = round(time.perf_counter() - t0, 4)
-        return self._analysis_models
+        return self._loaded.analysis_models
 
     def music_model(self):
         """The music model, loaded once: waits for the load start_loading_music_model began (and begins it
         if nothing did). A failed load is forgotten, so the next video tries again."""
         self.start_loading_music_model()
-        loading = self._music_model_loading
+        loading = self._loaded.music_model_loading
         t0 = time.perf_counter()
         try:
             return loading.result()  # re-raises the loader's error
         except BaseException:
             with self._music_model_lock:
-                if self._music_model_loading is loading:
-                    self._music_model_loading = None
+                if self._loaded.music_model_loading is loading:
+                    self._loaded.music_model_loading = None
             raise
         finally:
             self.load_timings["wait_music_model"] = round(time.perf_counter() - t0, 4)
@@ -109,9 +132,9 @@ class BatchContext:
         """Load the music model in a background thread (reading the weights and the int8 conversion
         take about a second, mostly outside the GIL) while the analysis runs; music_model() waits."""
         with self._music_model_lock:
-            if self._music_model_loading is None:
+            if self._loaded.music_model_loading is None:
                 pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-load-music")
-                self._music_model_loading = pool.submit(self._load_music_model)
+                self._loaded.music_model_loading = pool.submit(self._load_music_model)
                 pool.shutdown(wait=False)
 
     def _load_music_model(self):

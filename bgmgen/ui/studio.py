@@ -347,10 +347,8 @@ class Studio:
 
         if self._context is None:
             self._context = BatchContext(options, ["bgmgen", "ui"])
-        else:
-            # Only the take's fields differ from the options the models were loaded with, so they stay valid.
-            self._context.options = options
-        return self._context
+        # Only the take's fields differ from the options the models were loaded with: the models are shared.
+        return self._context.with_options(options)
 
     def _quiet_console(self):
         if self._console is None:
