@@ -3,8 +3,9 @@
 The MIDI events are fed to the synthesizer by this module (no FluidSynth player, no audio driver),
 so the output depends only on the MIDI file, the SoundFont and the options: the same input gives
 the same bytes. A long piece is cut into parts (`render_parts`) that synthesise on parallel threads,
-one synthesizer each, and are added up in a fixed order. The synthesizer is read as 32-bit float (raw FluidSynth output is quiet, peak ~0.04,
-so 16-bit output would throw away resolution before normalisation).
+one synthesizer each, and are added up in a fixed order. The synthesizer is read as 32-bit float
+(raw FluidSynth output is quiet, peak ~0.04, so 16-bit output would throw away resolution before
+normalisation).
 
 Post-processing, in order: trim/pad to exactly `duration_s`, fade in/out, gain to the target
 integrated loudness (ITU-R BS.1770-4, gated), a look-ahead peak limiter only when the gain would
