@@ -36,7 +36,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BAR, WINDOW_STEPS
-    from bgmgen.music.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate_from_controls, load_music_model
+    from bgmgen.music.generate import DEFAULT_STEPS, generate_from_controls, load_music_model
 
     a.steps = a.steps or DEFAULT_STEPS
     from bgmgen.data.pop909 import load_song
@@ -50,7 +50,7 @@ def main() -> None:
         ctl = song.controls().slice(b0 * BEATS_PER_BAR, (b0 + 8) * BEATS_PER_BAR)
         s0 = b0 * STEPS_PER_BAR
         real = np.stack([song.onset[s0:s0 + WINDOW_STEPS] > 0, song.sustain[s0:s0 + WINDOW_STEPS] > 0]).astype(float)
-        guidance = DEFAULT_GUIDANCE if a.guidance is None else a.guidance
+        guidance = a.guidance  # None: the model family's default
         gen = generate_from_controls(model, ctl, seed=a.seed, steps=a.steps, guidance=guidance)
         loose = generate_from_controls(model, ctl, seed=a.seed, steps=a.steps, guidance=guidance, strict_groove=False)
         shown = sum(r[0].sum(0) + r[1].sum(0) for r in (real, gen, loose))

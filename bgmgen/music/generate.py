@@ -31,22 +31,28 @@ from bgmgen.music import controls as C
 from bgmgen.music.tokens import ACC_KEYS, ACC_REST, MEL_REST, key_shift, notes_to_roll, tokens_to_notes
 
 DEFAULT_STEPS = 25  # DDIM steps; 20, 30 and 50 give the same validation metrics with the groove imposed (MODEL_CARD)
-# Guidance amplifies the rhythm controls only (the other groups are in both branches): on 8 validation
-# songs this raised density adherence without pushing the harmony to over-consonance. Scale 1.5 with
-# the groove imposed keeps the number of notes near the requested one (1.12x; scale 3: 1.48x) with
-# density rho 0.81 (models/MODEL_CARD.md, "Guidance").
-DEFAULT_GUIDANCE = 1.5
-# The groups guidance amplifies, per model family (chosen on validation songs, models/MODEL_CARD.md). v3
-# also guides the harmony: on 12 validation songs at temperature 0.85 that kept the chord-tone ratio
-# above the songs' (0.837 vs 0.804) while the pitch-class entropy and groove similarity came back to
-# theirs, where lowering the temperature alone traded those two away (0.6: PCHE 2.647 vs 2.711).
-GUIDE_GROUPS_BY_ARCHITECTURE = {"roll": ("rhythm",), "melody-accompaniment": ("rhythm", "harmony")}
-DEFAULT_GUIDE_GROUPS = GUIDE_GROUPS_BY_ARCHITECTURE["melody-accompaniment"]  # the shipped default model's
+# Classifier-free guidance per model family: the scale and the control groups it amplifies (the other groups
+# are in both branches, so they act at scale 1), each chosen on validation songs (models/MODEL_CARD.md).
+# v1/v2 ("roll"): the rhythm only, at 1.5: on 8 validation songs this raised density adherence without
+# pushing the harmony to over-consonance, and with the groove imposed kept the notes near the requested
+# number (1.12x; scale 3: 1.48x) with density rho 0.81 ("Guidance").
+# v3 ("melody-accompaniment"): the rhythm and the harmony, at 2.0: on 12 validation songs lowering the
+# temperature alone had traded pitch-class entropy and groove similarity for chord tones (0.6: PCHE 2.647
+# vs the songs' 2.711); guiding the harmony keeps the chords (0.865 vs 0.804) with PCHE at the songs'
+# (2.714), and scale 2.0 brings the polyphony up to theirs (3.76 vs 3.91; 1.5: 3.20) ("v3").
+SAMPLER_DEFAULTS_BY_ARCHITECTURE = {
+    "roll": {"guidance": 1.5, "guide_groups": ("rhythm",)},
+    "melody-accompaniment": {"guidance": 2.0, "guide_groups": ("rhythm", "harmony")},
+}
+DEFAULT_ARCHITECTURE = "melody-accompaniment"  # the shipped default model's (music.weights.DEFAULT_MODEL_NAME)
+DEFAULT_GUIDANCE = SAMPLER_DEFAULTS_BY_ARCHITECTURE[DEFAULT_ARCHITECTURE]["guidance"]
+DEFAULT_GUIDE_GROUPS = SAMPLER_DEFAULTS_BY_ARCHITECTURE[DEFAULT_ARCHITECTURE]["guide_groups"]
 DEFAULT_STRICT_GROOVE = True
 # v3 only (masked_diffusion.MaskedScheduler): random order, since the confidence order keeps density rho
-# below 0.8 on validation songs; temperature 0.85 (12 validation songs, MODEL_CARD "v3").
+# below 0.8 on validation songs; temperature 0.65 with the guidance above (12 validation songs: the
+# realism test's accuracy 0.863 / 0.754 against 0.892 / 0.778 at 0.75 and 0.910 / 0.815 at 0.85).
 DEFAULT_ORDER = "random"
-DEFAULT_TEMPERATURE = 0.85
+DEFAULT_TEMPERATURE = 0.65
 
 
 @dataclass
@@ -107,15 +113,15 @@ def pad_controls(c: C.BeatControls, n_beats: int) -> C.BeatControls:
 
 
 def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed: int = 0,
-                           steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
+                           steps: int = DEFAULT_STEPS, guidance: float | None = None,
                            present: dict[str, bool] | None = None, guide_groups: tuple[str, ...] | None = None,
                            strict_groove: bool = DEFAULT_STRICT_GROOVE, order: str = DEFAULT_ORDER,
                            temperature: float = DEFAULT_TEMPERATURE, progress=None) -> np.ndarray:
     """Roll (2, n_beats * 4, 128) in {0, 1} for the given per-beat controls.
 
-    Classifier-free guidance pushes away from a branch in which `guide_groups` are dropped (default
-    the model family's, GUIDE_GROUPS_BY_ARCHITECTURE); groups not listed are in both branches, so they
-    act at guidance 1.
+    Classifier-free guidance at scale `guidance` pushes away from a branch in which `guide_groups` are
+    dropped (None: the model family's, SAMPLER_DEFAULTS_BY_ARCHITECTURE); groups not listed are in both
+    branches, so they act at scale 1.
     strict_groove (when the controls carry a groove and the rhythm group is present): no onset on
     a sixteenth the groove leaves empty (v1/v2: the onset channel of those steps is known to be 0
     at every denoising step; v3: no note may start there); notes may still be held through them.
@@ -123,8 +129,9 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
     """
     import torch
 
-    if guide_groups is None:
-        guide_groups = GUIDE_GROUPS_BY_ARCHITECTURE.get(model.denoiser.architecture, DEFAULT_GUIDE_GROUPS)
+    family = SAMPLER_DEFAULTS_BY_ARCHITECTURE.get(model.denoiser.architecture, {})
+    guidance = family.get("guidance", DEFAULT_GUIDANCE) if guidance is None else guidance
+    guide_groups = family.get("guide_groups", DEFAULT_GUIDE_GROUPS) if guide_groups is None else guide_groups
     uncond_present = {g: (present or {}).get(g, True) and g not in guide_groups for g in C.GROUPS}
     n_beats = len(controls)
     n_bars = -(-n_beats // BEATS_PER_BAR)
@@ -266,9 +273,9 @@ class SamplerSettings:
 
     @classmethod
     def with_overrides(cls, architecture: str, **given) -> "SamplerSettings":
-        """The defaults of a model of `architecture` (its guided groups), with the settings a user gave
-        (None = not given)."""
-        defaults = {"guide_groups": GUIDE_GROUPS_BY_ARCHITECTURE.get(architecture, DEFAULT_GUIDE_GROUPS)}
+        """The defaults of a model of `architecture` (its guidance scale and groups), with the settings a
+        user gave (None = not given)."""
+        defaults = SAMPLER_DEFAULTS_BY_ARCHITECTURE.get(architecture, {})
         return cls(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
 
     def to_json(self) -> dict:

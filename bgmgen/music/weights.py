@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bgmgen.core.assets import shipped_model
 
-DEFAULT_MODEL_NAME = "bgmgen-music-v2.safetensors"
+DEFAULT_MODEL_NAME = "bgmgen-music-v3.safetensors"
 
 
 def save_model(model, path: str | Path, meta: dict) -> None:
