@@ -67,6 +67,7 @@ guidance_scale = _number(float, 0.0, 20.0, "the guidance scale")
 learning_rate = _number(float, 1e-7, 1.0, "the learning rate")
 beat_offset = _number(float, None, None, "the beat offset")
 temperature_value = _number(float, 0.05, 5.0, "the sampling temperature")
+dropout_rate = _number(float, 0.0, 0.9, "the dropout rate")
 port_number = _number(int, 1, 65535, "the port")
 _kernel_length = _number(int, 0, 9, "the kernel length in steps")
 

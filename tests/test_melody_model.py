@@ -176,3 +176,35 @@ def test_warm_start_adds_the_skip_path_without_changing_the_outputs(tmp_path):
         got = new(mel, acc, torch.tensor([0.5]), cond, seg)
     assert all(torch.allclose(w, g, atol=1e-5) for w, g in zip(want, got))
     assert new.acc_skip is not None and old.acc_skip is None
+
+
+def test_dropout_acts_while_training_only_and_any_run_can_add_it(tmp_path):
+    """Residual dropout has no weights: a run without it warm-starts one with it, the file records the
+    rate, and a loaded model (eval mode) computes the same as without dropout."""
+    from bgmgen.music.model import MelodyAccompanimentDenoiser
+    from bgmgen.music.weights import load_denoiser, save_model
+    from bgmgen.training.train import warm_start_state
+
+    plain = _tiny_v3()
+    path = tmp_path / "plain.safetensors"
+    save_model(plain, path, {"config": plain.config.to_dict(), "step": 1})
+    dropped = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, dropout=0.3))
+    dropped.load_state_dict(warm_start_state(path, dropped))
+    mel = torch.randint(0, T.N_MELODY_TOKENS + 1, (1, WINDOW_STEPS))
+    acc = torch.randint(0, T.N_ACC_STATES + 1, (1, WINDOW_STEPS, T.ACC_KEYS))
+    cond = torch.from_numpy(C.encode(_controls(32), layout=plain.layout))[None]
+    seg = torch.zeros(1, 32, dtype=torch.long)
+    t = torch.tensor([0.5])
+    with torch.no_grad():
+        reference = load_denoiser(path)[0](mel, acc, t, cond, seg)  # the file's weights, no dropout
+        dropped.train()
+        torch.manual_seed(1)
+        noisy = dropped(mel, acc, t, cond, seg)
+        dropped.eval()
+        clean = dropped(mel, acc, t, cond, seg)
+    assert all(torch.allclose(r, c, atol=1e-6) for r, c in zip(reference, clean))
+    assert not torch.allclose(noisy[0], clean[0])
+    again = tmp_path / "dropped.safetensors"
+    save_model(dropped, again, {"config": dropped.config.to_dict(), "step": 2})
+    loaded, _ = load_denoiser(again)
+    assert loaded.config.dropout == 0.3 and not loaded.training

@@ -33,6 +33,7 @@ class DenoiserConfig:
     pitch_channels: int = 8  # v3: features per key in the pitch-axis stem and head
     pitch_kernel: int = 13  # v3: width (semitones) of the pitch-axis convolutions
     time_kernel: int = 3  # v3: steps the accompaniment skip convolution sees (0: no skip; see model.py)
+    dropout: float = 0.0  # residual dropout in the transformer blocks, while training only (no weights)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -68,8 +68,9 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, n_heads: int, ff_mult: int):
+    def __init__(self, d: int, n_heads: int, ff_mult: int, dropout: float = 0.0):
         super().__init__()
+        self.drop = nn.Dropout(dropout)  # on each branch before it joins the residual stream (identity in eval)
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False)
         self.self_attn = Attention(d, n_heads)
         self.norm2 = nn.LayerNorm(d)
@@ -83,9 +84,9 @@ class Block(nn.Module):
     def forward(self, x, temb, cond, cross_bias):
         s1, c1, g1, s2, c2, g2 = self.ada(temb).chunk(6, dim=-1)
         h = modulate(self.norm1(x), s1, c1)
-        x = x + g1[:, None] * self.self_attn(h, h)
-        x = x + self.cross_attn(self.norm2(x), cond, cross_bias)
-        x = x + g2[:, None] * self.ff(modulate(self.norm3(x), s2, c2))
+        x = x + g1[:, None] * self.drop(self.self_attn(h, h))
+        x = x + self.drop(self.cross_attn(self.norm2(x), cond, cross_bias))
+        x = x + g2[:, None] * self.drop(self.ff(modulate(self.norm3(x), s2, c2)))
         return x
 
 
@@ -110,7 +111,8 @@ class ConditionedTransformer(nn.Module):
         nn.init.constant_(self.gate.bias, 3.0)  # start near plain conditioning (sigmoid(3) = 0.95)
         self.cond_norm = nn.LayerNorm(d)
         self.distance_slope = nn.Parameter(torch.linspace(-2.0, 1.0, config.n_heads))  # softplus -> 0.13..1.3
-        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.ff_mult) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.ff_mult, config.dropout)
+                                    for _ in range(config.n_layers))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False)
         self.ada_out = nn.Linear(d, 2 * d)
         nn.init.zeros_(self.ada_out.weight)

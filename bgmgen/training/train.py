@@ -59,6 +59,7 @@ class TrainOptions:
     pitch_channels: int = ARCH.pitch_channels
     pitch_kernel: int = ARCH.pitch_kernel
     time_kernel: int = ARCH.time_kernel
+    dropout: float = ARCH.dropout  # residual dropout (the weights do not change shape: any run can add it)
     bf16: bool = False  # bf16 autocast for the forward and backward (CPUs with AVX-512 BF16)
     ckpt_every: int = 250
     stop_after: int | None = None  # stop at this step (the lr schedule still spans `steps`): equal-budget ablations
@@ -235,6 +236,7 @@ def train(o: TrainOptions, log=print) -> Path:
     config = DenoiserConfig(d_model=o.d_model, n_layers=o.n_layers, n_heads=o.n_heads,
                             controls_layout=o.controls_layout, architecture=o.architecture,
                             pitch_channels=o.pitch_channels, pitch_kernel=o.pitch_kernel, time_kernel=o.time_kernel,
+                            dropout=o.dropout,
                             **VARIANTS[o.variant])
     loss_fn = diffusion.training_loss if o.architecture == "roll" else masked_diffusion.training_loss
     torch.manual_seed(o.seed)
