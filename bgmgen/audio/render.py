@@ -201,6 +201,8 @@ def _new_synth(fluidsynth, soundfont: Path, reverb: bool):
             "synth.reverb.active": 1 if reverb else 0,
             "synth.chorus.active": 0,  # chorus on a piano sounds detuned
             "synth.cpu-cores": 1,  # one thread per synthesizer: deterministic voice mixing
+            # Above the default 256 voices: a long pedalled passage can hold more, and stealing voices
+            # would cut notes (and cut them differently in a part than in one whole render).
             "synth.polyphony": 1024,
             "synth.dynamic-sample-loading": 1,  # load only the presets we play (FluidR3 is 148 MB)
         },
