@@ -28,7 +28,7 @@ class SampleOptions:
     seed: int = 0
     model: str | None = None
     steps: int = SAMPLER.steps
-    guidance: float = SAMPLER.guidance  # on guide_groups
+    guidance: float | None = None  # on guide_groups (None: the model family's, as for guide_groups)
     guide_groups: tuple[str, ...] | None = None  # the control groups guidance amplifies (None: the model family's)
     loose_groove: bool = False  # True: the groove is only a condition, not imposed (the model's own rhythm)
     device: str = "cpu"
