@@ -273,6 +273,12 @@ def train(
         help="v3: steps seen by the accompaniment skip convolution (0: none, as in v3a)")] = None,
     dropout: Annotated[float | None, typer.Option(
         metavar="P", parser=dropout_rate, help="residual dropout in the transformer blocks while training")] = None,
+    local_kernel: Annotated[int | None, typer.Option(
+        metavar="N", parser=kernel_steps,
+        help="v3: steps seen by the local refinement heads (0: none, as up to v3c)")] = None,
+    train_only: Annotated[str | None, typer.Option(
+        metavar="PREFIXES", help="train only parameters whose names start with one of these (comma list), "
+                                 "e.g. acc_local,mel_local; the rest stays frozen")] = None,
     bf16: Annotated[bool | None, typer.Option(
         "--bf16", help="bf16 autocast (fast on CPUs with AVX-512 BF16; check lscpu)")] = None,
     threads: Annotated[int | None, _count("torch threads (default: torch's choice)")] = None,
@@ -292,7 +298,7 @@ def train(
         data=data, structure=structure, out=out, resume=resume, device=device, steps=steps, batch_size=batch_size,
         seed=seed, variant=variant, controls_layout=controls_layout, stop_after=stop_after, init_from=init_from,
         lr=lr, warmup=warmup, architecture=architecture, n_layers=n_layers, d_model=d_model,
-        time_kernel=time_kernel, dropout=dropout, bf16=bf16,
+        time_kernel=time_kernel, dropout=dropout, local_kernel=local_kernel, train_only=train_only, bf16=bf16,
         threads=threads, quiet=quiet)))
     print(f"model written to {path}")
     return 0

@@ -208,3 +208,57 @@ def test_dropout_acts_while_training_only_and_any_run_can_add_it(tmp_path):
     save_model(dropped, again, {"config": dropped.config.to_dict(), "step": 2})
     loaded, _ = load_denoiser(again)
     assert loaded.config.dropout == 0.3 and not loaded.training
+
+
+def test_local_heads_start_at_zero_then_read_the_neighbourhood(tmp_path):
+    """v3 weights warm-start a model with the local refinement heads: it computes what v3 did, the
+    file records the kernel, and once the heads' output layers are not zero a cell's logits depend on
+    the states a few steps away (beyond the 3-step skip path)."""
+    from bgmgen.music.model import MelodyAccompanimentDenoiser
+    from bgmgen.music.weights import load_denoiser, save_model
+    from bgmgen.training.train import warm_start_state
+
+    old = _tiny_v3()
+    path = tmp_path / "old.safetensors"
+    save_model(old, path, {"config": old.config.to_dict(), "step": 1})
+    new = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, local_kernel=9)).eval()
+    new.load_state_dict(warm_start_state(path, new))
+    mel = torch.randint(0, T.N_MELODY_TOKENS + 1, (1, WINDOW_STEPS))
+    acc = torch.randint(0, T.N_ACC_STATES + 1, (1, WINDOW_STEPS, T.ACC_KEYS))
+    cond = torch.from_numpy(C.encode(_controls(32), layout=new.layout))[None]
+    seg = torch.zeros(1, 32, dtype=torch.long)
+    t = torch.tensor([0.5])
+    with torch.no_grad():
+        want = load_denoiser(path)[0](mel, acc, t, cond, seg)
+        got = new(mel, acc, t, cond, seg)
+        assert all(torch.allclose(w, g, atol=1e-5) for w, g in zip(want, got))
+        torch.manual_seed(0)
+        for head in (new.acc_local, new.mel_local):
+            head[-1].weight.normal_(0, 0.1)
+        before = new(mel, acc, t, cond, seg)
+        acc2, mel2 = acc.clone(), mel.clone()
+        acc2[0, 64, 40] = (acc[0, 64, 40] + 1) % (T.N_ACC_STATES + 1)  # 4 steps before the cells read
+        mel2[0, 64] = (mel[0, 64] + 1) % (T.N_MELODY_TOKENS + 1)
+        after = new(mel2, acc2, t, cond, seg)
+    # the attention trunk also spreads a change; compare at the cell the skip path cannot see
+    assert not torch.allclose(before[1][0, 68, 40], after[1][0, 68, 40])
+    assert not torch.allclose(before[0][0, 68], after[0][0, 68])
+    file = tmp_path / "local.safetensors"
+    save_model(new, file, {"config": new.config.to_dict(), "step": 2})
+    assert load_denoiser(file)[0].config.local_kernel == 9
+    assert load_denoiser(path)[0].config.local_kernel == 0 and load_denoiser(path)[0].acc_local is None
+
+
+def test_train_only_freezes_everything_else():
+    from bgmgen.music.model import MelodyAccompanimentDenoiser
+    from bgmgen.training.train import trainable_parameters
+
+    m = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, local_kernel=5))
+    chosen = trainable_parameters(m, "acc_local,mel_local")
+    names = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("acc_local.", "mel_local.")) for n in names)
+    assert len(chosen) == len(names)
+    assert len(trainable_parameters(m, None)) == len(list(m.parameters()))
+    with pytest.raises(ValueError, match="no parameter"):
+        trainable_parameters(m, "nothing_like_this")
+

@@ -223,6 +223,28 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
             self.acc_skip = nn.Conv2d(N_ACC_STATES + 1, N_ACC_STATES, (tk, k), padding=(tk // 2, k // 2))
             nn.init.zeros_(self.acc_skip.weight)
             nn.init.zeros_(self.acc_skip.bias)
+        # Local refinement heads: each cell's logits also read its neighbourhood in time (and, for the
+        # accompaniment, in pitch) through a small convolution network over the input states and the
+        # trunk's per-key features; the melody's over the neighbouring tokens and step features. The
+        # trunk passes 88 keys through one 256-wide token per step, so whether a key's note goes on,
+        # or how the melody moves from its neighbours, is otherwise decided far from the cells that
+        # show it. Zero-initialised output: a warm start computes what the model without them did.
+        self.acc_local = self.mel_local = None
+        if config.local_kernel:
+            lk, lc = config.local_kernel, config.local_channels
+            self.acc_local = nn.Sequential(
+                nn.Conv2d(c + N_ACC_STATES + 1, lc, (lk, 1), padding=(lk // 2, 0)),  # along time, per key
+                nn.GELU(),
+                nn.Conv2d(lc, lc, (1, k), padding=(0, k // 2)),  # along pitch
+                nn.GELU(),
+                nn.Conv2d(lc, N_ACC_STATES, 1))
+            self.mel_local = nn.Sequential(
+                nn.Conv1d(N_MELODY_TOKENS + 1 + d, 4 * lc, lk, padding=lk // 2),
+                nn.GELU(),
+                nn.Conv1d(4 * lc, N_MELODY_TOKENS, 1))
+            for head in (self.acc_local, self.mel_local):
+                nn.init.zeros_(head[-1].weight)
+                nn.init.zeros_(head[-1].bias)
         nn.init.zeros_(self.mel_out.weight)
         nn.init.zeros_(self.acc_conv_out.weight)
         with torch.no_grad():  # start at the data's priors: most cells rest, many melody steps held
@@ -245,8 +267,13 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
         acc_logits = self.acc_conv_out(a)  # (B, 3, 128, 88)
         if self.acc_skip is not None:
             acc_logits = acc_logits + self.acc_skip(onehot)
+        mel_logits = self.mel_out(h)  # (B, 128, N_MELODY_TOKENS)
+        if self.acc_local is not None:
+            acc_logits = acc_logits + self.acc_local(torch.cat([a, onehot.to(a.dtype)], 1))
+            mel_in = torch.cat([F.one_hot(melody, N_MELODY_TOKENS + 1).to(h.dtype), h], -1)  # (B, 128, 64 + d)
+            mel_logits = mel_logits + self.mel_local(mel_in.transpose(1, 2)).transpose(1, 2)
         acc_logits = acc_logits.permute(0, 2, 3, 1)  # (B, 128, 88, 3)
-        return self.mel_out(h), acc_logits
+        return mel_logits, acc_logits
 
 
 def build_denoiser(config: DenoiserConfig) -> ConditionedTransformer:

@@ -60,6 +60,9 @@ class TrainOptions:
     pitch_kernel: int = ARCH.pitch_kernel
     time_kernel: int = ARCH.time_kernel
     dropout: float = ARCH.dropout  # residual dropout (the weights do not change shape: any run can add it)
+    local_kernel: int = ARCH.local_kernel  # v3: local refinement heads (0: none)
+    local_channels: int = ARCH.local_channels
+    train_only: str | None = None  # comma list of parameter-name prefixes to train (the rest frozen)
     bf16: bool = False  # bf16 autocast for the forward and backward (CPUs with AVX-512 BF16)
     ckpt_every: int = 250
     stop_after: int | None = None  # stop at this step (the lr schedule still spans `steps`): equal-budget ablations
@@ -187,9 +190,26 @@ def warm_start_state(path: str | Path, model) -> dict:
     # Layers the old model lacks (v3's accompaniment skip path) keep their zero initialisation, so
     # the warm-started model still computes what the old one did.
     added = sorted(set(new_state) - set(state))
-    if any(not name.startswith("acc_skip.") for name in added):
+    if any(not name.startswith(("acc_skip.", "acc_local.", "mel_local.")) for name in added):
         raise ValueError(f"{path}: lacks {', '.join(added)}; it is not an earlier version of this model")
     return {**{name: new_state[name] for name in added}, **state}
+
+
+def trainable_parameters(model, train_only: str | None) -> list:
+    """The parameters to optimise: all, or those whose names start with one of the comma-separated
+    prefixes of `train_only` (the others get requires_grad False, so no gradient is computed for them:
+    a frozen trunk is only run forwards)."""
+    if not train_only:
+        return list(model.parameters())
+    prefixes = tuple(p.strip() for p in train_only.split(",") if p.strip())
+    chosen = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(prefixes))
+        if param.requires_grad:
+            chosen.append(param)
+    if not chosen:
+        raise ValueError(f"--train-only {train_only}: no parameter name starts with {', '.join(prefixes)}")
+    return chosen
 
 
 def _same_feature(col: int, old: C.Layout, new: C.Layout) -> int:
@@ -236,7 +256,7 @@ def train(o: TrainOptions, log=print) -> Path:
     config = DenoiserConfig(d_model=o.d_model, n_layers=o.n_layers, n_heads=o.n_heads,
                             controls_layout=o.controls_layout, architecture=o.architecture,
                             pitch_channels=o.pitch_channels, pitch_kernel=o.pitch_kernel, time_kernel=o.time_kernel,
-                            dropout=o.dropout,
+                            dropout=o.dropout, local_kernel=o.local_kernel, local_channels=o.local_channels,
                             **VARIANTS[o.variant])
     loss_fn = diffusion.training_loss if o.architecture == "roll" else masked_diffusion.training_loss
     torch.manual_seed(o.seed)
@@ -244,7 +264,8 @@ def train(o: TrainOptions, log=print) -> Path:
     ema = build_denoiser(config).to(o.device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=0.01)
+    trainable = trainable_parameters(model, o.train_only)
+    opt = torch.optim.AdamW(trainable, lr=o.lr, weight_decay=0.01)
     rng = np.random.default_rng(o.seed)
     gen = torch.Generator().manual_seed(o.seed)
     step, wall = 0, 0.0
@@ -264,6 +285,8 @@ def train(o: TrainOptions, log=print) -> Path:
         log(f"initialised from {o.init_from}")
     (out / "options.json").write_text(json.dumps(asdict(o), indent=1))
     log(f"model: {count_parameters(model) / 1e6:.2f} M parameters, variant {o.variant}: {config}")
+    if o.train_only:
+        log(f"training only {sum(p.numel() for p in trainable) / 1e6:.3f} M parameters ({o.train_only}); the rest frozen")
 
     # Fixed validation batch: same windows, noise levels and noise every time.
     vrng = np.random.default_rng(1234)
@@ -290,7 +313,7 @@ def train(o: TrainOptions, log=print) -> Path:
             loss = loss_fn(model, *(x.to(o.device) for x in batch), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         decay = min(o.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
