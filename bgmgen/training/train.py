@@ -286,7 +286,8 @@ def train(o: TrainOptions, log=print) -> Path:
     (out / "options.json").write_text(json.dumps(asdict(o), indent=1))
     log(f"model: {count_parameters(model) / 1e6:.2f} M parameters, variant {o.variant}: {config}")
     if o.train_only:
-        log(f"training only {sum(p.numel() for p in trainable) / 1e6:.3f} M parameters ({o.train_only}); the rest frozen")
+        n_trained = sum(p.numel() for p in trainable)
+        log(f"training only {n_trained / 1e6:.3f} M parameters ({o.train_only}); the rest frozen")
 
     # Fixed validation batch: same windows, noise levels and noise every time.
     vrng = np.random.default_rng(1234)
