@@ -173,8 +173,11 @@ def test_python_dash_m_and_version():
 
 
 def test_shell_completion_script_is_shown():
+    # Typer reads the shell from the parent processes unless told to take it as the option's value:
+    # without this the test depends on being started from an interactive shell.
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     proc = subprocess.run([sys.executable, "-m", "bgmgen", "--show-completion", "bash"], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "_BGMGEN_COMPLETE" in proc.stdout
 

@@ -16,11 +16,12 @@ from media import analysis_for, motion_times  # tests/media.py (see conftest)
 from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BAR, STEPS_PER_BEAT
 from bgmgen.eval import metrics as M
 
-# Measured with bgmgen-music-v3 (int8, seed 0, the v3 defaults: 25 steps, random order, temperature 0.65,
-# guidance 2.0 on rhythm and harmony, strict groove) when it became the default: chord tones 0.892, bar
-# density rho 0.935, no empty bar, section GPS 0.771, onsets 0.84x requested; seeds 1-3 gave 0.876-0.891,
-# 0.926-0.968, 0, 0.733-0.792, 0.78-0.83x. (v2 measured 0.840, 0.965, 0, 0.900, 1.30x: it repeated the
-# plan's grooves more exactly and wrote more notes than asked.)
+# Measured with bgmgen-music-v3 (v3g: v3c plus the local heads; int8, seed 0, the v3 defaults: 25 steps,
+# random order, temperature 0.55, guidance 1.75 on rhythm and harmony, strict groove) when it became the
+# default: chord tones 0.875, bar density rho 0.909, no empty bar, section GPS 0.733, onsets 0.77x
+# requested; seeds 1-3 gave 0.861-0.900, 0.882-0.956, 0, 0.774-0.809, 0.83-0.85x. (v3c at guidance 2.0,
+# temperature 0.65 measured 0.892, 0.935, 0, 0.771, 0.84x; v2 0.840, 0.965, 0, 0.900, 1.30x: it repeated
+# the plan's grooves more exactly and wrote more notes than asked.)
 BANDS = {
     "chord_tone_ratio": (0.80, 1.0),
     "bar_density_rho": (0.85, 1.0),
