@@ -105,6 +105,15 @@ def _tiny_v3(**kw):
     return m
 
 
+def _random_window(layout):
+    """(melody, accompaniment, condition, segments) of one window: random tokens and states (MASK
+    included), the controls of _controls(32), one segment."""
+    mel = torch.randint(0, T.N_MELODY_TOKENS + 1, (1, WINDOW_STEPS))
+    acc = torch.randint(0, T.N_ACC_STATES + 1, (1, WINDOW_STEPS, T.ACC_KEYS))
+    cond = torch.from_numpy(C.encode(_controls(32), layout=layout))[None]
+    return mel, acc, cond, torch.zeros(1, 32, dtype=torch.long)
+
+
 def test_training_loss_is_finite_and_only_counts_masked_positions():
     m = _tiny_v3()
     mel = torch.randint(0, T.N_MELODY_TOKENS, (2, WINDOW_STEPS))
@@ -165,10 +174,7 @@ def test_warm_start_adds_the_skip_path_without_changing_the_outputs(tmp_path):
     save_model(old, path, {"config": old.config.to_dict(), "step": 1})
     new = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, time_kernel=3)).eval()
     new.load_state_dict(warm_start_state(path, new))
-    mel = torch.randint(0, T.N_MELODY_TOKENS + 1, (1, WINDOW_STEPS))
-    acc = torch.randint(0, T.N_ACC_STATES + 1, (1, WINDOW_STEPS, T.ACC_KEYS))
-    cond = torch.from_numpy(C.encode(_controls(32), layout=new.layout))[None]
-    seg = torch.zeros(1, 32, dtype=torch.long)
+    mel, acc, cond, seg = _random_window(new.layout)
     with torch.no_grad():
         old_fp16 = MelodyAccompanimentDenoiser(old.config).eval()
         old_fp16.load_state_dict({k: v.half().float() for k, v in old.state_dict().items()})
@@ -190,10 +196,7 @@ def test_dropout_acts_while_training_only_and_any_run_can_add_it(tmp_path):
     save_model(plain, path, {"config": plain.config.to_dict(), "step": 1})
     dropped = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, dropout=0.3))
     dropped.load_state_dict(warm_start_state(path, dropped))
-    mel = torch.randint(0, T.N_MELODY_TOKENS + 1, (1, WINDOW_STEPS))
-    acc = torch.randint(0, T.N_ACC_STATES + 1, (1, WINDOW_STEPS, T.ACC_KEYS))
-    cond = torch.from_numpy(C.encode(_controls(32), layout=plain.layout))[None]
-    seg = torch.zeros(1, 32, dtype=torch.long)
+    mel, acc, cond, seg = _random_window(plain.layout)
     t = torch.tensor([0.5])
     with torch.no_grad():
         reference = load_denoiser(path)[0](mel, acc, t, cond, seg)  # the file's weights, no dropout
@@ -223,10 +226,7 @@ def test_local_heads_start_at_zero_then_read_the_neighbourhood(tmp_path):
     save_model(old, path, {"config": old.config.to_dict(), "step": 1})
     new = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, local_kernel=9)).eval()
     new.load_state_dict(warm_start_state(path, new))
-    mel = torch.randint(0, T.N_MELODY_TOKENS + 1, (1, WINDOW_STEPS))
-    acc = torch.randint(0, T.N_ACC_STATES + 1, (1, WINDOW_STEPS, T.ACC_KEYS))
-    cond = torch.from_numpy(C.encode(_controls(32), layout=new.layout))[None]
-    seg = torch.zeros(1, 32, dtype=torch.long)
+    mel, acc, cond, seg = _random_window(new.layout)
     t = torch.tensor([0.5])
     with torch.no_grad():
         want = load_denoiser(path)[0](mel, acc, t, cond, seg)
