@@ -243,6 +243,13 @@ def test_local_heads_start_at_zero_then_read_the_neighbourhood(tmp_path):
     # the attention trunk also spreads a change; compare at the cell the skip path cannot see
     assert not torch.allclose(before[1][0, 68, 40], after[1][0, 68, 40])
     assert not torch.allclose(before[0][0, 68], after[0][0, 68])
+    # the accompaniment head itself reads 9 steps (+-4) of its key's input states and no further
+    with torch.no_grad():
+        x = torch.zeros(1, new.config.pitch_channels + T.N_ACC_STATES + 1, WINDOW_STEPS, T.ACC_KEYS)
+        x2 = x.clone()
+        x2[0, -1, 64, 40] = 1.0  # the MASK state of one cell
+        change = (new.acc_local(x2) - new.acc_local(x)).abs().amax(dim=(0, 1, 3))  # (128,) per step
+    assert change[60:69].min() > 0 and change[:60].max() == 0 and change[69:].max() == 0
     file = tmp_path / "local.safetensors"
     save_model(new, file, {"config": new.config.to_dict(), "step": 2})
     assert load_denoiser(file)[0].config.local_kernel == 9

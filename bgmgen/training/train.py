@@ -266,6 +266,8 @@ def train(o: TrainOptions, log=print) -> Path:
     ema.requires_grad_(False)
     trainable = trainable_parameters(model, o.train_only)
     opt = torch.optim.AdamW(trainable, lr=o.lr, weight_decay=0.01)
+    # The EMA follows the trained parameters only: a frozen one never moves, so its average is itself.
+    ema_pairs = [(pe, pm) for pe, pm in zip(ema.parameters(), model.parameters()) if pm.requires_grad]
     rng = np.random.default_rng(o.seed)
     gen = torch.Generator().manual_seed(o.seed)
     step, wall = 0, 0.0
@@ -318,7 +320,7 @@ def train(o: TrainOptions, log=print) -> Path:
         opt.step()
         decay = min(o.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
+            for pe, pm in ema_pairs:
                 pe.lerp_(pm, 1 - decay)
         step += 1
         now = time.time()
