@@ -3,7 +3,8 @@
     .venv/bin/python scripts/record_golden.py
 
 Scores examples/shots.mp4 with seed 3 and the shipped default model, and keeps in tests/golden/:
-the MIDI (bytes), run.json's plan, the mp4's duration, the model's sha256 and the CPU it ran on.
+the MIDI (bytes), run.json's plan, the mp4's duration, the model's sha256, the CPU it ran on and
+the precision of the music model's convolutions there (bf16 where the CPU has bf16 arithmetic).
 Re-record only when the music is meant to change (a new default model, a new plan rule) and say so
 in the commit; a refactor must leave the test passing against the old recording.
 """
@@ -47,7 +48,8 @@ def main() -> int:
         shutil.copyfile(folder / f"{VIDEO.stem}.mid", GOLDEN / "shots-seed3.mid")
         record = {"video": "examples/shots.mp4", "seed": SEED, "plan": run["plan"],
                   "mp4_duration_s": mp4_duration_s(folder / f"{VIDEO.stem}.mp4"),
-                  "model_sha256": run["fingerprint"]["model_sha256"], "cpu": cpu_model()}
+                  "model_sha256": run["fingerprint"]["model_sha256"], "cpu": cpu_model(),
+                  "convolutions": run["generation"]["convolutions"]}
         (GOLDEN / "shots-seed3.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"recorded {GOLDEN}")
     return 0

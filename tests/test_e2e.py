@@ -184,13 +184,15 @@ def test_run_json_holds_every_contract_key(work):
     for key in VERSION_KEYS:
         assert run["versions"].get(key), key
     assert run["seed"] == SEED and run["options"]["seed"] == SEED
+    from bgmgen.core.quantize import bf16_convolutions_supported
     from bgmgen.music import generate
     from bgmgen.music.weights import load_denoiser
 
     # every sampler setting is recorded as used (the defaults of the shipped model's family, resolved once)
     architecture = load_denoiser(run["weights"]["music_model"]["path"], "cpu")[0].architecture
     assert run["generation"] == {"seed": SEED, **generate.SamplerSettings.with_overrides(architecture).to_json(),
-                                 "precision": "int8", "threads": generate.sampler_thread_count()}
+                                 "precision": "int8", "threads": generate.sampler_thread_count(),
+                                 "convolutions": "bf16" if bf16_convolutions_supported() else "fp32"}
     assert run["input"]["size"] == work["video"].stat().st_size and len(run["input"]["sha256"]) == 64
     assert abs(run["video"]["duration_s"] - DURATION) < 0.1
     assert run["mix"]["mode"] == "replace"              # the clip has no sound

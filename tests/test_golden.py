@@ -4,7 +4,9 @@ tests/golden/ holds what scripts/record_golden.py wrote: examples/shots.mp4 scor
 the shipped default model. On the CPU model it was recorded on, the MIDI must be byte for byte the
 same (any refactor that changes one note, one velocity or one tick fails here). Other CPUs may round
 the int8 matmuls differently (other SIMD paths), so there the notes must still agree: at least 90 %
-of (start, pitch) pairs, the same tempo and the same length. The plan (tempo, bars, sections,
+of (start, pitch) pairs, the same tempo and the same length. A CPU without bf16 arithmetic runs the
+model's convolutions in fp32 instead of bf16 (core.quantize); its samples diverge from the recording,
+so there the MIDI is not compared (the plan and the duration still are). The plan (tempo, bars, sections,
 per-beat controls) is pure arithmetic on the analysis and must match exactly everywhere; the mp4's
 duration within a millisecond.
 """
@@ -60,6 +62,10 @@ def test_golden_midi(scored):
     record, folder = scored
     new = (folder / f"{VIDEO.stem}.mid").read_bytes()
     old = (GOLDEN / "shots-seed3.mid").read_bytes()
+    run = json.loads((folder / "run.json").read_text())
+    if run["generation"]["convolutions"] != record["convolutions"]:
+        pytest.skip(f"recorded with {record['convolutions']} convolutions, this CPU runs them in "
+                    f"{run['generation']['convolutions']}: the samples diverge")
     if cpu_model() == record["cpu"]:
         assert new == old, "the MIDI differs from the golden recording on the CPU it was recorded on"
         return

@@ -269,3 +269,38 @@ def test_train_only_freezes_everything_else():
     with pytest.raises(ValueError, match="no parameter"):
         trainable_parameters(m, "nothing_like_this")
 
+
+
+def test_bf16_convolutions_keep_the_function_and_the_layout():
+    """The int8 CPU path runs the music model's convolutions in bf16 where the CPU has bf16 arithmetic:
+    every Conv1d/Conv2d is replaced (applying it again wraps nothing twice), inputs and outputs stay
+    fp32, and the logits stay within bf16 rounding of fp32's."""
+    from bgmgen.core.quantize import convolutions_to_bf16
+
+    ref = _tiny_v3(local_kernel=9)
+    fast = convolutions_to_bf16(convolutions_to_bf16(_tiny_v3(local_kernel=9)))
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d)
+    n_ref = sum(isinstance(m, convs) for m in ref.modules())
+    wrapped = [m for m in fast.modules() if type(m).__name__ == "Bf16Convolution"]
+    assert n_ref == 8 and len(wrapped) == n_ref  # stem, head, skip, 3 + 2 in the local heads
+    assert all(not isinstance(m.conv, type(m)) for m in wrapped) and fast.acc_conv_in.weight.dtype == torch.bfloat16
+    mel, acc, cond, seg = _random_window(ref.layout)
+    t = torch.tensor([0.5])
+    with torch.no_grad():
+        want, got = ref(mel, acc, t, cond, seg), fast(mel, acc, t, cond, seg)
+    for w, g in zip(want, got):
+        assert g.dtype == torch.float32 and g.shape == w.shape
+        scale = w.abs().amax()
+        assert 0 < (g - w).abs().amax() < 0.03 * scale  # bf16 keeps 8 bits of mantissa: not exact, close
+
+
+def test_music_model_records_the_precision_it_runs_in(tiny_v3_model, tmp_path):
+    from bgmgen.core.quantize import bf16_convolutions_supported
+    from bgmgen.music.generate import load_music_model
+
+    assert tiny_v3_model.precision == "int8"
+    assert tiny_v3_model.convolutions == ("bf16" if bf16_convolutions_supported() else "fp32")
+    fp32 = load_music_model(tiny_v3_model.path, precision="fp32")
+    assert fp32.convolutions == "fp32"
+    assert not any(type(m).__name__ == "Bf16Convolution" for m in fp32.denoiser.modules())
+

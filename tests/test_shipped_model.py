@@ -16,10 +16,11 @@ from media import analysis_for, motion_times  # tests/media.py (see conftest)
 from bgmgen.core.constants import BEATS_PER_BAR, STEPS_PER_BAR, STEPS_PER_BEAT
 from bgmgen.eval import metrics as M
 
-# Measured with bgmgen-music-v3 (v3g: v3c plus the local heads; int8, seed 0, the v3 defaults: 25 steps,
-# random order, temperature 0.55, guidance 1.75 on rhythm and harmony, strict groove) when it became the
-# default: chord tones 0.875, bar density rho 0.909, no empty bar, section GPS 0.733, onsets 0.77x
-# requested; seeds 1-3 gave 0.861-0.900, 0.882-0.956, 0, 0.774-0.809, 0.83-0.85x. (v3c at guidance 2.0,
+# Measured with bgmgen-music-v3 (v3g: v3c plus the local heads; int8 with bf16 convolutions, seed 0, the
+# v3 defaults: 25 steps, random order, temperature 0.55, guidance 1.75 on rhythm and harmony, strict
+# groove): chord tones 0.908, bar density rho 0.956, no empty bar, section GPS 0.736, onsets 0.79x
+# requested; seeds 1-3 gave 0.862-0.903, 0.928-0.965, 0, 0.743-0.795, 0.79-0.81x. (With fp32
+# convolutions, when v3g became the default: 0.875, 0.909, 0, 0.733, 0.77x. v3c at guidance 2.0,
 # temperature 0.65 measured 0.892, 0.935, 0, 0.771, 0.84x; v2 0.840, 0.965, 0, 0.900, 1.30x: it repeated
 # the plan's grooves more exactly and wrote more notes than asked.)
 BANDS = {

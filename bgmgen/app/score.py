@@ -300,7 +300,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             "music_model": {"path": str(model.path), "sha256": model.sha256, "meta": model.meta,
                             "device": str(model.device)},
             "generation": {"seed": opts.seed, **settings.to_json(), "precision": model.precision,
-                           "threads": generate.sampler_thread_count()},
+                           "convolutions": model.convolutions, "threads": generate.sampler_thread_count()},
             "render": render_info,
             "mux": mux_info,
             "weights": weights,

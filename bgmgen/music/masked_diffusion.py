@@ -101,8 +101,10 @@ class MaskedScheduler:
         else:
             raise ValueError(f"unknown unmasking order {self.order!r}; one of {', '.join(UNMASKING_ORDERS)}")
         score = score.masked_fill(~masked, float("inf"))  # committed positions are never re-masked
-        rank = score.argsort(-1).argsort(-1)  # (B, N) 0 = least confident
-        still = masked & (rank < keep[:, None])
+        order = score.argsort(-1)  # (B, N) least confident first
+        # the first `keep` positions of that order stay masked (what rank < keep selects, one sort fewer)
+        first = torch.arange(N, device=score.device).expand(B, N) < keep[:, None]
+        still = masked & torch.zeros_like(masked).scatter_(-1, order, first)
         commit = masked & ~still
         return torch.where(commit, draw, tokens), still
 

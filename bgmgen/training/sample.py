@@ -62,7 +62,8 @@ def sample_songs(o: SampleOptions, log=print) -> dict:
         model.denoiser.architecture, steps=o.steps, guidance=o.guidance, guide_groups=o.guide_groups,
         strict_groove=not o.loose_groove, order=o.order, temperature=o.temperature)
     report = {"options": asdict(o), "sampler": settings.to_json(),
-              "model": {"path": model.path, "sha256": model.sha256, "precision": model.precision}, "songs": {}}
+              "model": {"path": model.path, "sha256": model.sha256, "precision": model.precision,
+                        "convolutions": model.convolutions}, "songs": {}}
     for sid in resolve_songs(o.songs):
         t0 = time.time()
         try:

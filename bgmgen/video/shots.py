@@ -159,10 +159,9 @@ def resolve_precision(precision: str, device: str) -> str:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    import torch
+    from bgmgen.core.quantize import bf16_convolutions_supported
 
-    native = str(device).startswith("cpu") and torch.backends.mkldnn.is_available() \
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native = str(device).startswith("cpu") and bf16_convolutions_supported()
     return "bf16" if native else "fp32"
 
 
@@ -280,15 +279,16 @@ class ShotStream:
 
     Window k needs frames [k*keep - context, k*keep + keep + context); it runs in a worker thread as
     soon as they are in, with one torch thread, while decoding (single-threaded) keeps the other
-    core. `finish()` (decoding is over) lets the worker end the window under way and runs every
-    window not done yet, as many side by side as torch had threads before, one thread each. Each
-    window sees
-    exactly the frames `ShotDetector.predict` gives it (the padding repeats the first and last frame),
-    so the probabilities are the same (tested); videos too short for a full window go to `predict`.
+    core. `finish()` (decoding is over) runs every window not done yet, as many side by side as torch
+    had threads before, one thread each; the worker joins them once the window it has under way is
+    done (waiting for it first left a core idle for a whole window). Each window sees exactly the
+    frames `ShotDetector.predict` gives it (the padding repeats the first and last frame), so the
+    probabilities are the same (tested); videos too short for a full window go to `predict`.
     """
 
     def __init__(self, detector: "ShotDetector"):
         import concurrent.futures
+        import threading
 
         import torch
 
@@ -299,6 +299,8 @@ class ShotStream:
         self.n_seen = 0
         self.scheduled = 0  # windows handed to the worker
         self.results: dict[int, np.ndarray] = {}
+        self.running: set[int] = set()  # the window the worker has under way (at most one)
+        self.lock = threading.Lock()  # guards decoded / running between the worker and finish()
         self.cancelled = False
         self.decoded = False  # finish() was called: queued windows are left to it
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-shots")
@@ -346,11 +348,15 @@ class ShotStream:
     def _run_early(self, k: int, frames: np.ndarray) -> None:
         import torch
 
-        if self.cancelled or self.decoded:  # after decoding the main thread runs it with every thread
-            return
+        with self.lock:
+            if self.cancelled or self.decoded:  # after decoding, finish() hands it out again
+                return
+            self.running.add(k)
         torch.set_num_threads(1)  # the decoder has the other core; 2 spinning threads would fight it
         with torch.inference_mode():
             self.results[k] = self._window_probs(k, frames, self.keep)
+        with self.lock:
+            self.running.discard(k)
         if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
             release_free_memory()
 
@@ -363,23 +369,23 @@ class ShotStream:
 
     def finish(self) -> np.ndarray:
         """[n] transition probability per frame, n = every frame added."""
+        import collections
         import concurrent.futures
 
         import torch
 
         n = self.n_seen
-        self.decoded = True
-        for f in self.futures:
-            f.result()  # waits for the window under way; re-raises a worker error
-        self.pool.shutdown(wait=True)
-        torch.set_num_threads(self.threads)
         d = self.detector
-        if n == 0:
-            return np.zeros(0, np.float32)
-        if self.scheduled == 0:  # too short to have started (or shorter than one window)
-            return d.predict(self.frames())
+        with self.lock:
+            self.decoded = True  # windows the worker has not started are handed out below
+            in_flight = len(self.running)
+        if n == 0 or self.scheduled == 0:  # nothing, or too short to have started a window
+            self._join_worker()
+            torch.set_num_threads(self.threads)
+            return np.zeros(0, np.float32) if n == 0 else d.predict(self.frames())
         _, _, starts = window_starts(n, d.window, d.context)
-        remaining = [k for k in range(len(starts)) if k not in self.results]
+        with self.lock:  # a window the worker finished or still runs is not handed out again
+            queue = collections.deque(k for k in range(len(starts)) if k not in self.results and k not in self.running)
 
         def run(k: int) -> np.ndarray:
             with torch.inference_mode():  # thread-local: entered in the thread that runs the window
@@ -388,19 +394,32 @@ class ShotStream:
                 release_free_memory()
             return probs
 
+        def drain() -> None:
+            while True:
+                with self.lock:
+                    if not queue:
+                        return
+                    k = queue.popleft()
+                self.results[k] = run(k)
+
         # Windows left after decoding run side by side, one torch thread each: TransNetV2's small
-        # convolutions split poorly across threads, whole windows on separate cores do not.
-        workers = min(self.threads, len(remaining))
-        if workers > 1:
+        # convolutions split poorly across threads, whole windows on separate cores do not. The
+        # worker takes windows from the same queue once the one it has under way is done.
+        extra = max(0, min(self.threads, len(queue) + in_flight) - 1)  # threads besides the worker's
+        if extra:
             torch.set_num_threads(1)
-            try:
-                with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="bgmgen-shots") as pool:
-                    self.results.update(zip(remaining, pool.map(run, remaining)))
-            finally:
-                torch.set_num_threads(self.threads)
-        else:
-            self.results.update((k, run(k)) for k in remaining)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max(1, extra), thread_name_prefix="bgmgen-shots") as pool:
+                self._join_worker([self.pool.submit(drain), *(pool.submit(drain) for _ in range(extra))])
+        finally:
+            torch.set_num_threads(self.threads)
         return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
+
+    def _join_worker(self, futures=()) -> None:
+        """Wait for the worker's windows and `futures`; re-raise the first error."""
+        for f in [*self.futures, *futures]:
+            f.result()
+        self.pool.shutdown(wait=True)
 
 
 class HistogramShotDetector:
