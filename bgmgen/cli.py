@@ -30,6 +30,7 @@ from bgmgen.cli_values import (
     control_groups,
     dropout_rate,
     guidance_scale,
+    kernel_bars,
     kernel_steps,
     late,
     learning_rate,
@@ -276,6 +277,9 @@ def train(
     local_kernel: Annotated[int | None, typer.Option(
         metavar="N", parser=kernel_steps,
         help="v3: steps seen by the local refinement heads (0: none, as up to v3c)")] = None,
+    bar_kernel: Annotated[int | None, typer.Option(
+        metavar="N", parser=kernel_bars,
+        help="v3: bars seen by the accompaniment's bar head, odd (0: none, as up to v3g)")] = None,
     train_only: Annotated[str | None, typer.Option(
         metavar="PREFIXES", help="train only parameters whose names start with one of these (comma list), "
                                  "e.g. acc_local,mel_local; the rest stays frozen")] = None,
@@ -298,7 +302,8 @@ def train(
         data=data, structure=structure, out=out, resume=resume, device=device, steps=steps, batch_size=batch_size,
         seed=seed, variant=variant, controls_layout=controls_layout, stop_after=stop_after, init_from=init_from,
         lr=lr, warmup=warmup, architecture=architecture, n_layers=n_layers, d_model=d_model,
-        time_kernel=time_kernel, dropout=dropout, local_kernel=local_kernel, train_only=train_only, bf16=bf16,
+        time_kernel=time_kernel, dropout=dropout, local_kernel=local_kernel, bar_kernel=bar_kernel,
+        train_only=train_only, bf16=bf16,
         threads=threads, quiet=quiet)))
     print(f"model written to {path}")
     return 0

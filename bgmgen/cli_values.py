@@ -80,6 +80,17 @@ def kernel_steps(text):
     return value
 
 
+_bar_kernel_length = _number(int, 0, 7, "the kernel length in bars")
+
+
+def kernel_bars(text):
+    """0 (no kernel) or an odd number of bars up to 7 (centred on the cell's own bar)."""
+    value = _bar_kernel_length(text)
+    if value % 2 == 0 and value != 0:
+        raise ValueError(f"the kernel length in bars must be 0 or odd, got {value}")
+    return value
+
+
 _HOST_PORT = re.compile(r"^[A-Za-z0-9._-]+:\d{1,5}$")
 
 

@@ -304,3 +304,35 @@ def test_music_model_records_the_precision_it_runs_in(tiny_v3_model, tmp_path):
     assert fp32.convolutions == "fp32"
     assert not any(type(m).__name__ == "Bf16Convolution" for m in fp32.denoiser.modules())
 
+
+def test_bar_head_starts_at_zero_and_reads_the_same_key_in_neighbouring_bars(tmp_path):
+    """v3g weights warm-start a model with the bar head: it computes what v3g did; the head itself
+    reads the same key at the same position 1 and 2 bars away (bar kernel 5) and nothing else."""
+    from bgmgen.core.constants import STEPS_PER_BAR
+    from bgmgen.music.model import MelodyAccompanimentDenoiser
+    from bgmgen.music.weights import load_denoiser, save_model
+    from bgmgen.training.train import warm_start_state
+
+    old = _tiny_v3(local_kernel=9)
+    path = tmp_path / "v3g.safetensors"
+    save_model(old, path, {"config": old.config.to_dict(), "step": 1})
+    new = MelodyAccompanimentDenoiser(DenoiserConfig(d_model=32, n_layers=1, n_heads=2, local_kernel=9,
+                                                     bar_kernel=5)).eval()
+    new.load_state_dict(warm_start_state(path, new))
+    mel, acc, cond, seg = _random_window(new.layout)
+    t = torch.tensor([0.5])
+    with torch.no_grad():
+        want = load_denoiser(path)[0](mel, acc, t, cond, seg)  # the file's weights (fp16 on disk)
+        got = new(mel, acc, t, cond, seg)
+        assert all(torch.allclose(w, g, atol=1e-5) for w, g in zip(want, got))
+        torch.manual_seed(0)
+        new.acc_bar[-1].weight.normal_(0, 0.1)
+        x = torch.zeros(1, new.config.pitch_channels + T.N_ACC_STATES + 1, WINDOW_STEPS, T.ACC_KEYS)
+        x2 = x.clone()
+        x2[0, -1, 64, 40] = 1.0  # the MASK state of one cell
+        change = (new.acc_bar(x2) - new.acc_bar(x)).abs().amax(dim=1)[0]  # (128, 88)
+    reached = {(int(s), int(k)) for s, k in torch.nonzero(change > 0)}
+    assert reached == {(64 + b * STEPS_PER_BAR, 40) for b in (-2, -1, 0, 1, 2)}
+    file = tmp_path / "bar.safetensors"
+    save_model(new, file, {"config": new.config.to_dict(), "step": 2})
+    assert load_denoiser(file)[0].config.bar_kernel == 5 and load_denoiser(path)[0].acc_bar is None

@@ -15,7 +15,8 @@ ARCHITECTURES = ("melody-accompaniment", "roll")
 SELECTORS = ("soft", "hard", "none")
 UNMASKING_ORDERS = ("confidence", "random")  # v3 sampler (masked_diffusion.MaskedScheduler)
 # Values of fields that older weight files do not record.
-BEFORE_FIELD_EXISTED = {"controls_layout": 1, "architecture": "roll", "time_kernel": 0, "local_kernel": 0}
+BEFORE_FIELD_EXISTED = {"controls_layout": 1, "architecture": "roll", "time_kernel": 0, "local_kernel": 0,
+                        "bar_kernel": 0}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class DenoiserConfig:
     dropout: float = 0.0  # residual dropout in the transformer blocks, while training only (no weights)
     local_kernel: int = 0  # v3: steps the local refinement heads see (0: none; see model.py)
     local_channels: int = 16  # v3: hidden channels of the accompaniment's local head (the melody's: 4x)
+    bar_kernel: int = 0  # v3: bars the accompaniment's bar head sees, odd (5: two either side; 0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -62,6 +62,7 @@ class TrainOptions:
     dropout: float = ARCH.dropout  # residual dropout (the weights do not change shape: any run can add it)
     local_kernel: int = ARCH.local_kernel  # v3: local refinement heads (0: none)
     local_channels: int = ARCH.local_channels
+    bar_kernel: int = ARCH.bar_kernel  # v3: the accompaniment's bar head (bars it sees; 0: none)
     train_only: str | None = None  # comma list of parameter-name prefixes to train (the rest frozen)
     bf16: bool = False  # bf16 autocast for the forward and backward (CPUs with AVX-512 BF16)
     ckpt_every: int = 250
@@ -190,7 +191,7 @@ def warm_start_state(path: str | Path, model) -> dict:
     # Layers the old model lacks (v3's accompaniment skip path) keep their zero initialisation, so
     # the warm-started model still computes what the old one did.
     added = sorted(set(new_state) - set(state))
-    if any(not name.startswith(("acc_skip.", "acc_local.", "mel_local.")) for name in added):
+    if any(not name.startswith(("acc_skip.", "acc_local.", "mel_local.", "acc_bar.")) for name in added):
         raise ValueError(f"{path}: lacks {', '.join(added)}; it is not an earlier version of this model")
     return {**{name: new_state[name] for name in added}, **state}
 
@@ -257,6 +258,7 @@ def train(o: TrainOptions, log=print) -> Path:
                             controls_layout=o.controls_layout, architecture=o.architecture,
                             pitch_channels=o.pitch_channels, pitch_kernel=o.pitch_kernel, time_kernel=o.time_kernel,
                             dropout=o.dropout, local_kernel=o.local_kernel, local_channels=o.local_channels,
+                            bar_kernel=o.bar_kernel,
                             **VARIANTS[o.variant])
     loss_fn = diffusion.training_loss if o.architecture == "roll" else masked_diffusion.training_loss
     torch.manual_seed(o.seed)
