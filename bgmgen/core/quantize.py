@@ -73,9 +73,7 @@ def _bf16_conv_class():
             return self.conv.weight
 
         def forward(self, x):
-            x = x.to(torch.bfloat16)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.conv(x).float()
+            layout = torch.channels_last if self.channels_last else torch.preserve_format
+            return self.conv(x.to(torch.bfloat16, memory_format=layout)).float()  # one copy in, one out
 
     return Bf16Convolution
