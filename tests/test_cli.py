@@ -715,6 +715,11 @@ def test_doctor_runs_and_names_every_dependency():
                    "MiniLM", "music model", "torch", "cache"):
         assert needle in out, needle
     assert ("offline path works" in out) == (proc.returncode == 0)
+    from bgmgen.app.doctor import check_torch
+    from bgmgen.core.quantize import bf16_convolutions_supported
+
+    # the torch row says how the convolutions run here (they decide a seed's exact notes)
+    assert ("bf16 convolutions" in check_torch("cpu").detail) == bf16_convolutions_supported()
 
 
 def test_doctor_with_missing_soundfont_fails(tmp_path):

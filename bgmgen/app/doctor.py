@@ -164,8 +164,14 @@ def check_torch(device: str) -> Check:
         import torch
     except Exception as err:
         return Check("torch", MISSING, " ".join(str(err).split())[:120], "pip install -e . (scripts/bootstrap)")
+    from bgmgen.core.quantize import bf16_convolutions_supported
+
     cuda = torch.cuda.is_available()
-    detail = f"{torch.__version__}, {torch.get_num_threads()} threads, CUDA {'available' if cuda else 'not available'}"
+    # bf16 arithmetic decides how the shot detector and the music model's convolutions run on the CPU
+    # (and so the exact notes a seed gives: run.json records it)
+    bf16 = "bf16 convolutions" if bf16_convolutions_supported() else "fp32 convolutions (no bf16 arithmetic)"
+    detail = (f"{torch.__version__}, {torch.get_num_threads()} threads, {bf16}, "
+              f"CUDA {'available' if cuda else 'not available'}")
     if device == "cuda" and not cuda:
         return Check("torch", MISSING, detail, "--device cuda asked but no GPU; use --device cpu")
     return Check("torch", OK, detail, f"device {device}")
