@@ -277,6 +277,8 @@ def train(
     local_kernel: Annotated[int | None, typer.Option(
         metavar="N", parser=kernel_steps,
         help="v3: steps seen by the local refinement heads (0: none, as up to v3c)")] = None,
+    local_channels: Annotated[int | None, _count("v3: hidden channels of the accompaniment's local head "
+                                                 "(the melody's: 4x)")] = None,
     bar_kernel: Annotated[int | None, typer.Option(
         metavar="N", parser=kernel_bars,
         help="v3: bars seen by the accompaniment's bar head, odd (0: none, as up to v3g)")] = None,
@@ -302,7 +304,8 @@ def train(
         data=data, structure=structure, out=out, resume=resume, device=device, steps=steps, batch_size=batch_size,
         seed=seed, variant=variant, controls_layout=controls_layout, stop_after=stop_after, init_from=init_from,
         lr=lr, warmup=warmup, architecture=architecture, n_layers=n_layers, d_model=d_model,
-        time_kernel=time_kernel, dropout=dropout, local_kernel=local_kernel, bar_kernel=bar_kernel,
+        time_kernel=time_kernel, dropout=dropout, local_kernel=local_kernel, local_channels=local_channels,
+        bar_kernel=bar_kernel,
         train_only=train_only, bf16=bf16,
         threads=threads, quiet=quiet)))
     print(f"model written to {path}")

@@ -245,11 +245,12 @@ def test_train_flags_build_train_options_with_the_dataclass_defaults(monkeypatch
                      "--batch-size", "4", "--seed", "5", "--controls-layout", "1", "--lr", "1e-3",
                      "--warmup", "2", "--architecture", "roll", "--n-layers", "2", "--d-model", "64", "--bf16",
                      "--threads", "1", "--stop-after", "5", "--resume", "--out", "o", "--quiet",
-                     "--local-kernel", "9", "--train-only", "acc_local,mel_local"]) == 0
+                     "--local-kernel", "9", "--local-channels", "8", "--bar-kernel", "5",
+                     "--train-only", "acc_local,mel_local"]) == 0
     assert seen["options"] == TrainOptions(
         data=d, structure=d, variant="hard-selector", steps=10, batch_size=4, seed=5, controls_layout=1, lr=1e-3,
         warmup=2, architecture="roll", n_layers=2, d_model=64, bf16=True, threads=1, stop_after=5, resume=True,
-        out="o", quiet=True, local_kernel=9, train_only="acc_local,mel_local")
+        out="o", quiet=True, local_kernel=9, local_channels=8, bar_kernel=5, train_only="acc_local,mel_local")
 
 
 def test_sample_flags_build_sample_options(monkeypatch, tmp_path):

@@ -31,8 +31,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bgmgen.core.constants import (BEATS_PER_WINDOW, N_PITCHES, ROLL_CHANNELS, STEPS_PER_BAR, STEPS_PER_BEAT,
-                                   WINDOW_STEPS)
+from bgmgen.core.constants import (
+    BEATS_PER_WINDOW,
+    N_PITCHES,
+    ROLL_CHANNELS,
+    STEPS_PER_BAR,
+    STEPS_PER_BEAT,
+    WINDOW_STEPS,
+)
 from bgmgen.music.config import DenoiserConfig
 from bgmgen.music.controls import DYNAMIC_GROUPS, LAYOUTS, SEMANTIC_GROUPS
 from bgmgen.music.tokens import ACC_KEYS, MEL_HOLD, N_ACC_STATES, N_MELODY_TOKENS
@@ -200,6 +206,9 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
     """
 
     architecture = "melody-accompaniment"
+    # Optional layers whose output starts at zero: a model that adds them to earlier weights computes
+    # what those did, so a warm start (training.train.warm_start_state) may leave them as initialised.
+    warm_start_additions = ("acc_skip.", "acc_local.", "mel_local.", "acc_bar.")
 
     def __init__(self, config: DenoiserConfig):
         if config.architecture != self.architecture:

@@ -165,8 +165,8 @@ def warm_start_state(path: str | Path, model) -> dict:
     taken as they are; the first layer of a condition embedding whose controls layout gained
     columns (layout 1 -> 2 adds the groove to the rhythm group) keeps the old columns' weights and
     starts the new columns at zero, so the warm-started model computes what the old one did until
-    it learns to use the new controls. Layers added since (v3's accompaniment skip path, zero at
-    initialisation) start as they are."""
+    it learns to use the new controls. Layers added since (the model's `warm_start_additions`: v3's
+    skip path and its local and bar heads, zero at initialisation) start as they are."""
     import torch
 
     from bgmgen.music.weights import load_denoiser
@@ -188,10 +188,10 @@ def warm_start_state(path: str | Path, model) -> dict:
         for k, col in enumerate(old.layout.columns(embed_groups[name])):
             fitted[:, new_position[_same_feature(col, old.layout, model.layout)]] = value[:, k]
         state[name] = fitted
-    # Layers the old model lacks (v3's accompaniment skip path) keep their zero initialisation, so
-    # the warm-started model still computes what the old one did.
+    # Layers the old model lacks keep their zero initialisation, so the warm-started model still
+    # computes what the old one did; only the layers the model declares so may be missing.
     added = sorted(set(new_state) - set(state))
-    if any(not name.startswith(("acc_skip.", "acc_local.", "mel_local.", "acc_bar.")) for name in added):
+    if any(not name.startswith(getattr(model, "warm_start_additions", ())) for name in added):
         raise ValueError(f"{path}: lacks {', '.join(added)}; it is not an earlier version of this model")
     return {**{name: new_state[name] for name in added}, **state}
 
