@@ -74,8 +74,9 @@ def main(argv=None) -> int:
     model = load_music_model(a.model)
     overrides = {k: v for k, v in (("order", a.order), ("temperature", a.temperature)) if v is not None}
     settings = SamplerSettings.with_overrides(model.denoiser.architecture, **overrides)
-    made = {"model": {"path": model.path, "sha256": model.sha256}, "sampler": settings.to_json(), "seed": a.seed,
-            "files": {}}
+    made = {"model": {"path": model.path, "sha256": model.sha256, "precision": model.precision,
+                      "convolutions": model.convolutions},
+            "sampler": settings.to_json(), "seed": a.seed, "files": {}}
     with tempfile.TemporaryDirectory(prefix="bgmgen-listen-") as tmp:
         tmp = Path(tmp)
         for sid in a.songs.split(","):
