@@ -69,26 +69,24 @@ beat_offset = _number(float, None, None, "the beat offset")
 temperature_value = _number(float, 0.05, 5.0, "the sampling temperature")
 dropout_rate = _number(float, 0.0, 0.9, "the dropout rate")
 port_number = _number(int, 1, 65535, "the port")
-_kernel_length = _number(int, 0, 9, "the kernel length in steps")
 
 
-def kernel_steps(text):
-    """0 (no kernel) or an odd length up to 9 (the kernel is centred on its step)."""
-    value = _kernel_length(text)
-    if value % 2 == 0 and value != 0:
-        raise ValueError(f"the kernel length in steps must be 0 or odd, got {value}")
-    return value
+def _centred_kernel(unit: str, longest: int):
+    """A parser of a kernel length in `unit`: 0 (no kernel) or odd (centred on its own position) up to
+    `longest`."""
+    length = _number(int, 0, longest, f"the kernel length in {unit}")
+
+    def parse(text):
+        value = length(text)
+        if value % 2 == 0 and value != 0:
+            raise ValueError(f"the kernel length in {unit} must be 0 or odd, got {value}")
+        return value
+
+    return parse
 
 
-_bar_kernel_length = _number(int, 0, 7, "the kernel length in bars")
-
-
-def kernel_bars(text):
-    """0 (no kernel) or an odd number of bars up to 7 (centred on the cell's own bar)."""
-    value = _bar_kernel_length(text)
-    if value % 2 == 0 and value != 0:
-        raise ValueError(f"the kernel length in bars must be 0 or odd, got {value}")
-    return value
+kernel_steps = _centred_kernel("steps", 9)  # v3's skip path and local heads
+kernel_bars = _centred_kernel("bars", 7)  # v3's bar head
 
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9._-]+:\d{1,5}$")
