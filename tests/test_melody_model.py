@@ -22,7 +22,8 @@ def _controls(n: int, tonic: int = 0) -> C.BeatControls:
     groove = np.tile([[1, 0, 1, 0]], (n, 1)).astype(np.float32)
     return C.BeatControls(
         density=np.full(n, 4.0), positions=np.full(n, 2.0), accent=np.full(n, 2.0),
-        chord_root=np.full(n, tonic, np.int64), chord_chroma=np.roll(np.tile([1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0], (n, 1)), tonic, -1),
+        chord_root=np.full(n, tonic, np.int64),
+        chord_chroma=np.roll(np.tile([1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0], (n, 1)), tonic, -1),
         chord_bass=np.full(n, tonic, np.int64), key_tonic=np.full(n, tonic, np.int64), key_mode=np.zeros(n),
         register=np.full(n, 62.0), phrase_id=np.repeat(np.arange(n // 16 + 1), 16)[:n],
         phrase_pos=np.zeros(n), melodic=np.ones(n), groove=groove)
@@ -336,3 +337,16 @@ def test_bar_head_starts_at_zero_and_reads_the_same_key_in_neighbouring_bars(tmp
     file = tmp_path / "bar.safetensors"
     save_model(new, file, {"config": new.config.to_dict(), "step": 2})
     assert load_denoiser(file)[0].config.bar_kernel == 5 and load_denoiser(path)[0].acc_bar is None
+
+
+def test_condition_encoded_once_gives_the_same_logits():
+    """The samplers encode a window's condition once (embeddings and SAC-Att bias do not depend on the
+    noise level); a forward from that encoding equals one from the raw condition."""
+    m = _tiny_v3(local_kernel=9)
+    mel, acc, cond, seg = _random_window(m.layout)
+    with torch.no_grad():
+        encoded = m.encode_condition(cond, seg)
+        for t in (0.9, 0.2):
+            tb = torch.tensor([t])
+            raw, from_encoded = m(mel, acc, tb, cond, seg), m(mel, acc, tb, None, None, encoded)
+            assert all(torch.equal(a, b) for a, b in zip(raw, from_encoded))

@@ -82,15 +82,17 @@ def ddim_sample(model, cond: torch.Tensor, segments: torch.Tensor, *, steps: int
     ts = torch.linspace(T_MAX, 0.0, steps + 1, device=device)
     known_pm = known * 2 - 1 if known is not None else None
     guided = guidance != 1.0 and uncond is not None
+    # the condition's embeddings and the SAC-Att bias do not change over the steps: computed once
+    encoded = (model.encode_condition(torch.cat([cond, uncond]), torch.cat([segments, segments])) if guided
+               else model.encode_condition(cond, segments))
     for i in range(steps):
         t, t_next = ts[i], ts[i + 1]
         tb = t.expand(B)
         if guided:
-            logits_c, logits_u = model(torch.cat([x, x]), torch.cat([tb, tb]), torch.cat([cond, uncond]),
-                                       torch.cat([segments, segments])).chunk(2)
+            logits_c, logits_u = model(torch.cat([x, x]), torch.cat([tb, tb]), None, None, encoded).chunk(2)
             logits = logits_u + guidance * (logits_c - logits_u)
         else:
-            logits = model(x, tb, cond, segments)
+            logits = model(x, tb, None, None, encoded)
         x0 = torch.tanh(logits / 2)
         if known_pm is not None:
             x0 = torch.where(known_mask, known_pm, x0)

@@ -129,16 +129,18 @@ def sample(model, cond: torch.Tensor, segments: torch.Tensor, scheduler: MaskedS
     mel_masked = mel == MEL_MASK
     acc_masked = acc == ACC_MASK
     guided = guidance != 1.0 and uncond is not None
+    # the condition's embeddings and the SAC-Att bias do not change over the steps: computed once
+    encoded = (model.encode_condition(torch.cat([cond, uncond]), torch.cat([segments, segments])) if guided
+               else model.encode_condition(cond, segments))
     for i in range(scheduler.steps):
         tb = torch.full((B,), scheduler.noise_level(i), device=dev)
         if guided:
             (mel_c, mel_u), (acc_c, acc_u) = (x.chunk(2) for x in model(
-                torch.cat([mel, mel]), torch.cat([acc, acc]), torch.cat([tb, tb]), torch.cat([cond, uncond]),
-                torch.cat([segments, segments])))
+                torch.cat([mel, mel]), torch.cat([acc, acc]), torch.cat([tb, tb]), None, None, encoded))
             mel_logits = mel_u + guidance * (mel_c - mel_u)
             acc_logits = acc_u + guidance * (acc_c - acc_u)
         else:
-            mel_logits, acc_logits = model(mel, acc, tb, cond, segments)
+            mel_logits, acc_logits = model(mel, acc, tb, None, None, encoded)
         if no_onset is not None:  # in place: these logits are this step's own, used nowhere else
             mel_logits[..., MEL_FIRST_PITCH:].masked_fill_(no_onset[..., None], NEG_INF)
             acc_logits[..., ACC_ONSET].masked_fill_(no_onset[..., None], NEG_INF)

@@ -26,6 +26,7 @@ from the noise level (v3: the share of masked positions); "none" is plain condit
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -97,6 +98,15 @@ class Block(nn.Module):
         return x
 
 
+class EncodedCondition(NamedTuple):
+    """What the trunk reads from a window's condition and segments, which stay the same over its
+    denoising steps (so a sampler computes it once: ConditionedTransformer.encode_condition)."""
+
+    semantic: torch.Tensor  # (B, 32, d) embedded semantic controls
+    dynamic: torch.Tensor  # (B, 32, d) embedded dynamic controls
+    bias: torch.Tensor  # (B, heads, 128, 32) cross-attention bias (SAC-Att)
+
+
 class ConditionedTransformer(nn.Module):
     """The trunk both denoisers share: noise-level embedding, feature selector, condition tokens,
     SAC-Att bias and the blocks. Subclasses add the roll stem and head."""
@@ -153,19 +163,26 @@ class ConditionedTransformer(nn.Module):
             bias = bias.masked_fill(~allowed[:, None], float("-inf"))
         return bias
 
-    def trunk(self, h: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    def encode_condition(self, cond: torch.Tensor, segments: torch.Tensor) -> EncodedCondition:
+        """cond: (B, 32, layout.dim); segments: (B, 32) -> the trunk's view of them at every noise level."""
+        return EncodedCondition(self.sem_embed(cond[..., self.sem_cols]), self.dyn_embed(cond[..., self.dyn_cols]),
+                                self.cross_bias(segments))
+
+    def trunk(self, h: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, segments: torch.Tensor | None,
+              encoded: EncodedCondition | None = None) -> torch.Tensor:
         """h: (B, 128, d) embedded roll; t: (B,) noise level in [0, 1]; cond: (B, 32, layout.dim);
-        segments: (B, 32). Returns (B, 128, d) features, normalised and modulated for a head."""
+        segments: (B, 32), or `encoded` = encode_condition(cond, segments) computed before.
+        Returns (B, 128, d) features, normalised and modulated for a head."""
+        if encoded is None:
+            encoded = self.encode_condition(cond, segments)
         temb = self.time_mlp(timestep_embedding(t, self.config.d_model))  # (B, d)
         gates = self.selector_gates(t, temb)  # (B, 2)
-        tokens = (gates[:, 0, None, None] * self.sem_embed(cond[..., self.sem_cols])
-                  + gates[:, 1, None, None] * self.dyn_embed(cond[..., self.dyn_cols]))
+        tokens = gates[:, 0, None, None] * encoded.semantic + gates[:, 1, None, None] * encoded.dynamic
         tokens = self.cond_norm(tokens + self.beat_pos)  # (B, 32, d)
-        bias = self.cross_bias(segments)
         temb = F.silu(temb)
         h = h + self.pos
         for block in self.blocks:
-            h = block(h, temb, tokens, bias)
+            h = block(h, temb, tokens, encoded.bias)
         shift, scale = self.ada_out(temb).chunk(2, dim=-1)
         return modulate(self.norm_out(h), shift, scale)
 
@@ -177,7 +194,8 @@ class Denoiser(ConditionedTransformer):
 
     def __init__(self, config: DenoiserConfig):
         if config.architecture != self.architecture:
-            raise ValueError(f"Denoiser is the {self.architecture!r} architecture, the config names {config.architecture!r}")
+            raise ValueError(f"Denoiser is the {self.architecture!r} architecture, "
+                             f"the config names {config.architecture!r}")
         super().__init__(config)
         d = config.d_model
         self.in_proj = nn.Linear(ROLL_CHANNELS * N_PITCHES, d)
@@ -185,12 +203,13 @@ class Denoiser(ConditionedTransformer):
         nn.init.zeros_(self.out_proj.weight)
         nn.init.constant_(self.out_proj.bias, -4.0)  # rolls are sparse: start at p(note) ~ 2 %
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, segments: torch.Tensor | None,
+                encoded: EncodedCondition | None = None) -> torch.Tensor:
         """x: (B, 2, 128, 128) noisy roll; t: (B,) in [0, 1]; cond: (B, 32, layout.dim);
-        segments: (B, 32) segment id per beat. Returns x0 logits (B, 2, 128, 128)."""
+        segments: (B, 32) segment id per beat (or `encoded`, see trunk). Returns x0 logits (B, 2, 128, 128)."""
         B = x.shape[0]
         h = self.in_proj(x.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, -1))  # (B, 128, d)
-        out = self.out_proj(self.trunk(h, t, cond, segments))  # (B, 128, 256)
+        out = self.out_proj(self.trunk(h, t, cond, segments, encoded))  # (B, 128, 256)
         return out.view(B, WINDOW_STEPS, ROLL_CHANNELS, N_PITCHES).permute(0, 2, 1, 3)
 
 
@@ -277,17 +296,19 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
             self.mel_out.bias.zero_()
             self.mel_out.bias[MEL_HOLD] = 1.5
 
-    def forward(self, melody: torch.Tensor, acc: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, melody: torch.Tensor, acc: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
+                segments: torch.Tensor | None, encoded: EncodedCondition | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """melody: (B, 128) tokens, N_MELODY_TOKENS = MASK; acc: (B, 128, 88) states, N_ACC_STATES =
-        MASK; t: (B,) share of masked positions; cond, segments as in Denoiser.
+        MASK; t: (B,) share of masked positions; cond, segments, encoded as in Denoiser.
         Returns logits: melody (B, 128, N_MELODY_TOKENS), accompaniment (B, 128, 88, 3)."""
         B = melody.shape[0]
         c = self.config.pitch_channels
-        onehot = F.one_hot(acc, N_ACC_STATES + 1).permute(0, 3, 1, 2).to(self.acc_conv_in.weight.dtype)  # (B, 4, 128, 88)
+        onehot = F.one_hot(acc, N_ACC_STATES + 1).permute(0, 3, 1, 2)  # (B, 4, 128, 88)
+        onehot = onehot.to(self.acc_conv_in.weight.dtype)
         a = F.gelu(self.acc_conv_in(onehot))  # (B, c, 128, 88)
         h = self.acc_in(a.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, c * ACC_KEYS)) + self.mel_embed(melody)
-        h = self.trunk(h, t, cond, segments)  # (B, 128, d)
+        h = self.trunk(h, t, cond, segments, encoded)  # (B, 128, d)
         a = F.gelu(self.acc_out(h)).view(B, WINDOW_STEPS, c, ACC_KEYS).permute(0, 2, 1, 3)  # (B, c, 128, 88)
         acc_logits = self.acc_conv_out(a)  # (B, 3, 128, 88)
         if self.acc_skip is not None:
