@@ -341,7 +341,8 @@ def test_bar_head_starts_at_zero_and_reads_the_same_key_in_neighbouring_bars(tmp
 
 def test_condition_encoded_once_gives_the_same_logits():
     """The samplers encode a window's condition once (embeddings and SAC-Att bias do not depend on the
-    noise level); a forward from that encoding equals one from the raw condition."""
+    noise level) and run the stem once for a guided pair; both give exactly the logits of the plain
+    forward."""
     m = _tiny_v3(local_kernel=9)
     mel, acc, cond, seg = _random_window(m.layout)
     with torch.no_grad():
@@ -350,3 +351,12 @@ def test_condition_encoded_once_gives_the_same_logits():
             tb = torch.tensor([t])
             raw, from_encoded = m(mel, acc, tb, cond, seg), m(mel, acc, tb, None, None, encoded)
             assert all(torch.equal(a, b) for a, b in zip(raw, from_encoded))
+        # a guided pair: one token window under two conditions equals the window given twice
+        pair = m.encode_condition(torch.cat([cond, torch.zeros_like(cond)]), torch.cat([seg, seg]))
+        tb = torch.tensor([0.5, 0.5])
+        shared = m(mel, acc, tb, None, None, pair)
+        twice = m(torch.cat([mel, mel]), torch.cat([acc, acc]), tb, None, None, pair)
+        assert all(torch.equal(a, b) for a, b in zip(shared, twice)) and shared[1].shape[0] == 2
+    with pytest.raises(ValueError, match="3 conditions for 2 token windows"):
+        m(torch.cat([mel, mel]), torch.cat([acc, acc]), torch.full((3,), 0.5), torch.cat([cond] * 3),
+          torch.cat([seg] * 3))

@@ -135,8 +135,8 @@ def sample(model, cond: torch.Tensor, segments: torch.Tensor, scheduler: MaskedS
     for i in range(scheduler.steps):
         tb = torch.full((B,), scheduler.noise_level(i), device=dev)
         if guided:
-            (mel_c, mel_u), (acc_c, acc_u) = (x.chunk(2) for x in model(
-                torch.cat([mel, mel]), torch.cat([acc, acc]), torch.cat([tb, tb]), None, None, encoded))
+            (mel_c, mel_u), (acc_c, acc_u) = (x.chunk(2) for x in model(  # one window, two conditions
+                mel, acc, torch.cat([tb, tb]), None, None, encoded))
             mel_logits = mel_u + guidance * (mel_c - mel_u)
             acc_logits = acc_u + guidance * (acc_c - acc_u)
         else:

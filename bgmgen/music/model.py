@@ -299,20 +299,29 @@ class MelodyAccompanimentDenoiser(ConditionedTransformer):
     def forward(self, melody: torch.Tensor, acc: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                 segments: torch.Tensor | None, encoded: EncodedCondition | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """melody: (B, 128) tokens, N_MELODY_TOKENS = MASK; acc: (B, 128, 88) states, N_ACC_STATES =
-        MASK; t: (B,) share of masked positions; cond, segments, encoded as in Denoiser.
+        """melody: (W, 128) tokens, N_MELODY_TOKENS = MASK; acc: (W, 128, 88) states, N_ACC_STATES =
+        MASK; t: (B,) share of masked positions; cond, segments, encoded as in Denoiser, for B = k * W:
+        each token window under k conditions, in blocks of W (classifier-free guidance: k = 2, the
+        condition and the unconditional one), so the stem runs once per window, not once per condition.
         Returns logits: melody (B, 128, N_MELODY_TOKENS), accompaniment (B, 128, 88, 3)."""
-        B = melody.shape[0]
+        W = melody.shape[0]
+        B = (encoded.semantic if encoded is not None else cond).shape[0]
+        if B % W:
+            raise ValueError(f"{B} conditions for {W} token windows: give each window the same number")
         c = self.config.pitch_channels
-        onehot = F.one_hot(acc, N_ACC_STATES + 1).permute(0, 3, 1, 2)  # (B, 4, 128, 88)
+        onehot = F.one_hot(acc, N_ACC_STATES + 1).permute(0, 3, 1, 2)  # (W, 4, 128, 88)
         onehot = onehot.to(self.acc_conv_in.weight.dtype)
-        a = F.gelu(self.acc_conv_in(onehot))  # (B, c, 128, 88)
-        h = self.acc_in(a.permute(0, 2, 1, 3).reshape(B, WINDOW_STEPS, c * ACC_KEYS)) + self.mel_embed(melody)
+        a = F.gelu(self.acc_conv_in(onehot))  # (W, c, 128, 88)
+        h = self.acc_in(a.permute(0, 2, 1, 3).reshape(W, WINDOW_STEPS, c * ACC_KEYS)) + self.mel_embed(melody)
+        skip = self.acc_skip(onehot) if self.acc_skip is not None else None  # (W, 3, 128, 88)
+        if B > W:  # the same windows under the other conditions
+            h, onehot, melody = h.repeat(B // W, 1, 1), onehot.repeat(B // W, 1, 1, 1), melody.repeat(B // W, 1)
+            skip = skip.repeat(B // W, 1, 1, 1) if skip is not None else None
         h = self.trunk(h, t, cond, segments, encoded)  # (B, 128, d)
         a = F.gelu(self.acc_out(h)).view(B, WINDOW_STEPS, c, ACC_KEYS).permute(0, 2, 1, 3)  # (B, c, 128, 88)
         acc_logits = self.acc_conv_out(a)  # (B, 3, 128, 88)
-        if self.acc_skip is not None:
-            acc_logits = acc_logits + self.acc_skip(onehot)
+        if skip is not None:
+            acc_logits = acc_logits + skip
         mel_logits = self.mel_out(h)  # (B, 128, N_MELODY_TOKENS)
         if self.acc_local is not None or self.acc_bar is not None:
             local_in = torch.cat([a, onehot.to(a.dtype)], 1)  # (B, c + 4, 128, 88)
