@@ -305,9 +305,7 @@ def train(
         seed=seed, variant=variant, controls_layout=controls_layout, stop_after=stop_after, init_from=init_from,
         lr=lr, warmup=warmup, architecture=architecture, n_layers=n_layers, d_model=d_model,
         time_kernel=time_kernel, dropout=dropout, local_kernel=local_kernel, local_channels=local_channels,
-        bar_kernel=bar_kernel,
-        train_only=train_only, bf16=bf16,
-        threads=threads, quiet=quiet)))
+        bar_kernel=bar_kernel, train_only=train_only, bf16=bf16, threads=threads, quiet=quiet)))
     print(f"model written to {path}")
     return 0
 
