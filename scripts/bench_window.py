@@ -47,7 +47,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    import bgmgen.core.quantize as quantize
     from bgmgen.music.generate import DEFAULT_STEPS, generate_from_controls, load_music_model
 
     steps = a.steps or DEFAULT_STEPS
@@ -58,12 +57,8 @@ def main() -> None:
             model = load_music_model(path, "cpu", precision)
             configs[f"{path or 'shipped'} {precision} (convolutions {model.convolutions})"] = model
             if a.fp32_convolutions and precision == "int8" and model.convolutions != "fp32":
-                supported = quantize.bf16_convolutions_supported
-                quantize.bf16_convolutions_supported = lambda: False
-                try:
-                    configs[f"{path or 'shipped'} int8 (convolutions fp32)"] = load_music_model(path, "cpu", "int8")
-                finally:
-                    quantize.bf16_convolutions_supported = supported
+                configs[f"{path or 'shipped'} int8 (convolutions fp32)"] = load_music_model(
+                    path, "cpu", "int8", convolutions="fp32")
     for model in configs.values():
         generate_from_controls(model, ctl, seed=0, steps=3)  # warm-up
     times = {name: [] for name in configs}

@@ -360,3 +360,16 @@ def test_condition_encoded_once_gives_the_same_logits():
     with pytest.raises(ValueError, match="3 conditions for 2 token windows"):
         m(torch.cat([mel, mel]), torch.cat([acc, acc]), torch.full((3,), 0.5), torch.cat([cond] * 3),
           torch.cat([seg] * 3))
+
+
+def test_convolution_precision_can_be_chosen(tiny_v3_model):
+    from bgmgen.core.errors import MissingDependencyError
+    from bgmgen.music.generate import load_music_model
+
+    fp32 = load_music_model(tiny_v3_model.path, precision="int8", convolutions="fp32")
+    bf16 = load_music_model(tiny_v3_model.path, precision="int8", convolutions="bf16")
+    wrapped = [sum(type(m).__name__ == "Bf16Convolution" for m in x.denoiser.modules()) for x in (fp32, bf16)]
+    assert (fp32.convolutions, bf16.convolutions) == ("fp32", "bf16") and wrapped[0] == 0 and wrapped[1] > 0
+    for precision, convolutions in (("fp32", "bf16"), ("int8", "fp16")):
+        with pytest.raises(MissingDependencyError, match="convolutions"):
+            load_music_model(tiny_v3_model.path, precision=precision, convolutions=convolutions)

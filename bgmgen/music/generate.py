@@ -68,11 +68,13 @@ class MusicModel:
     convolutions: str = "fp32"  # "bf16" with int8 on a CPU with bf16 arithmetic (core.quantize)
 
 
-def load_music_model(path: str | None = None, device: str = "cpu", precision: str | None = None) -> MusicModel:
+def load_music_model(path: str | None = None, device: str = "cpu", precision: str | None = None,
+                     convolutions: str | None = None) -> MusicModel:
     """Load the denoiser. precision: "fp32" or "int8" (default int8 on CPU: AVX-512 VNNI makes int8
     matmuls much faster here, while bf16 matmuls are 5x slower; fp32 on CUDA). With int8, the
     convolutions run in bf16 where the CPU has bf16 arithmetic (there they cost a third of fp32's);
-    the sampler defaults were chosen in this mode (models/MODEL_CARD.md)."""
+    the sampler defaults were chosen in this mode (models/MODEL_CARD.md). `convolutions` ("bf16" or
+    "fp32") overrides that choice, e.g. to compare the two on one CPU."""
     from bgmgen.core.errors import MissingDependencyError
     from bgmgen.core.files import sha256_file
     from bgmgen.music.weights import default_model_path, load_denoiser
@@ -86,19 +88,20 @@ def load_music_model(path: str | None = None, device: str = "cpu", precision: st
     except Exception as err:  # corrupt file, wrong format
         raise MissingDependencyError(f"{p}: not a bgmgen music model ({type(err).__name__}: {err})") from err
     precision = precision or ("int8" if device == "cpu" else "fp32")
-    convolutions = "fp32"
+    if precision not in ("int8", "fp32"):
+        raise MissingDependencyError(f"unknown precision {precision!r}; use fp32 or int8")
+    if convolutions not in (None, "fp32") and (convolutions != "bf16" or precision != "int8"):
+        raise MissingDependencyError(f"convolutions {convolutions!r}: use fp32, or bf16 with int8 precision")
     if precision == "int8":
         if device != "cpu":
             raise MissingDependencyError("int8 precision runs on the CPU only; use --device cpu or fp32")
         from bgmgen.core.quantize import bf16_convolutions_supported, convolutions_to_bf16, quantize_linear_int8
 
         denoiser = quantize_linear_int8(denoiser)
-        if bf16_convolutions_supported():
-            convolutions = "bf16"
+        convolutions = convolutions or ("bf16" if bf16_convolutions_supported() else "fp32")
+        if convolutions == "bf16":
             denoiser = convolutions_to_bf16(denoiser)
-    elif precision != "fp32":
-        raise MissingDependencyError(f"unknown precision {precision!r}; use fp32 or int8")
-    return MusicModel(denoiser, str(p), sha256_file(p), meta, device, precision, convolutions)
+    return MusicModel(denoiser, str(p), sha256_file(p), meta, device, precision, convolutions or "fp32")
 
 
 def window_starts(n_bars: int) -> list[int]:
