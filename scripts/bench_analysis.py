@@ -51,6 +51,41 @@ def make_bench_video(path: Path, duration: float = 60.0, size=(1280, 720), fps: 
     return path
 
 
+def sweep(frames: np.ndarray, p_package: np.ndarray) -> None:
+    """Our predictor at several windows in each precision, on the frames of our decode, against the
+    package's network on the same frames (fp32, its 100-frame layout: equal to the package's numbers
+    to 1e-5, tested) and against the package's own run (its own decode, so its frames differ a little).
+
+    "raw" is without the check of near-threshold blocks (verify_margin 0): its max |p diff| to the
+    package's layout is the error VERIFY_MARGINS must cover; "layout" is the package's layout in the
+    same precision (bf16's is the error LAYOUT_MARGIN must cover); "checked" is as the product runs."""
+    from bgmgen.video import shots
+
+    ref_p = shots.ShotDetector(precision="fp32").predict(frames, window=shots.PACKAGE_WINDOW)
+    ref = shots.scenes_from_predictions(ref_p)
+    print(f"  the package's network on our frames: same scenes as its own run: "
+          f"{np.array_equal(ref, shots.scenes_from_predictions(p_package))}; max |p diff| "
+          f"{np.abs(ref_p - p_package).max():.4f}")
+    for precision in ("bf16", "int8", "fp32"):
+        det = shots.ShotDetector(precision=precision)
+        margin = det.verify_margin
+        runs = [("layout", shots.PACKAGE_WINDOW, 0.0)] if precision != "fp32" else []
+        runs += [(label, w, m) for w in (150, 200, 300) for label, m in (("raw", 0.0), ("checked", margin))]
+        for label, w, det.verify_margin in runs:
+            with Timer() as t:
+                p = det.predict(frames, window=w)
+            near = int((np.abs(p - shots.THRESHOLD) < margin).sum())
+            print(f"  {precision} window {w:4d} {label:7s}: {t.wall:6.2f} s wall {t.cpu:6.2f} s CPU; same scenes: "
+                  f"{np.array_equal(shots.scenes_from_predictions(p), ref)}; max |p diff| {np.abs(p - ref_p).max():.4f}; "
+                  f"within {margin} of the threshold: {near}")
+
+
+def shots_precisions() -> tuple[str, ...]:
+    from bgmgen.video.shots import PRECISIONS
+
+    return PRECISIONS
+
+
 def peak_rss_mb() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -73,8 +108,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="shot-detection runs per path")
     ap.add_argument("--analysis-repeats", type=int, default=1)
     ap.add_argument("--window", type=int, default=None, help="our TransNetV2 window (default: shots.DEFAULT_WINDOW)")
-    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="our TransNetV2 precision")
-    ap.add_argument("--sweep", action="store_true", help="also compare several window sizes, in fp32 and bf16")
+    ap.add_argument("--precision", choices=shots_precisions(), default="auto", help="our TransNetV2 precision")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also compare several window sizes in each precision, with and without the package check")
     ap.add_argument("--skip-analysis", action="store_true")
     ap.add_argument("--skip-package", action="store_true")
     a = ap.parse_args()
@@ -166,14 +202,7 @@ def main() -> int:
               f"({len(shots.scenes_from_predictions(p_ours))} shots); max |p diff| "
               f"{np.abs(p_ours - p_pkg[:n]).max() if len(p_pkg) == n else float('nan'):.4f}")
         if a.sweep:
-            ref = shots.scenes_from_predictions(p_pkg)
-            for precision in ("fp32", "bf16"):
-                det = shots.ShotDetector(precision=precision)
-                for w in (100, 150, 200, 300, 500):
-                    with Timer() as t:
-                        p = det.predict(frames, window=w)
-                    print(f"  {precision} window {w:5d}: predict {t.wall:.2f} s wall {t.cpu:.2f} s CPU; same scenes as package: "
-                          f"{np.array_equal(shots.scenes_from_predictions(p), ref)}; max |p diff| {np.abs(p - p_pkg[:n]).max():.4f}")
+            sweep(frames, p_pkg[:n])
     own, kids = peak_rss_mb()
     print(f"peak RSS {own:.0f} MB (largest child {kids:.0f} MB); load average {os.getloadavg()}")
     return 0

@@ -177,7 +177,13 @@ def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
     import torch
 
     from bgmgen.video.decode import scan_small
-    from bgmgen.video.shots import ShotDetector, pool_to_tn, preserved_global_state, scenes_from_predictions
+    from bgmgen.video.shots import (
+        VERIFY_MARGINS,
+        ShotDetector,
+        pool_to_tn,
+        preserved_global_state,
+        scenes_from_predictions,
+    )
 
     random.seed(7)
     np.random.seed(7)
@@ -216,6 +222,49 @@ def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
     assert np.abs(fast_p - ref).max() < 0.05
     assert np.array_equal(scenes_from_predictions(fast_p), scenes_from_predictions(ref))
     assert np.array_equal(fast_p, fast.predict(frames))
+    int8 = ShotDetector(precision="int8")
+    int8_p = int8.predict(frames)
+    assert np.abs(int8_p - ref).max() < VERIFY_MARGINS["int8"]
+    assert np.array_equal(scenes_from_predictions(int8_p), scenes_from_predictions(ref))
+    assert np.array_equal(int8_p, int8.predict(frames))
+
+
+def test_int8_convolution_matches_the_float_one():
+    """transnet_cpu.Int8Convolution: the same 3x3 convolution within int8's error, for a float input
+    quantised per call, a uint8 input with its scale, and an all-zero input."""
+    import torch
+    import torch.nn.functional as F
+
+    from bgmgen.video.transnet_cpu import Int8Convolution
+
+    torch.manual_seed(0)
+    weight = torch.randn(32, 16, 3, 3) * 0.1
+    conv = Int8Convolution(weight)
+    x = torch.rand(3, 16, 9, 12).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = F.conv2d(x, weight, padding=1)
+        got = conv(x)
+        assert got.dtype == torch.bfloat16 and got.shape == want.shape
+        assert (got.float() - want).abs().max() < 0.02 * want.abs().max()
+        pixels = torch.randint(0, 256, (3, 16, 9, 12), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        want = F.conv2d(pixels.float() / 255, weight, padding=1)
+        got = conv(pixels, 1 / 255)
+        assert (got.float() - want).abs().max() < 0.02 * want.abs().max()
+        assert conv(torch.zeros_like(x)).abs().max() == 0
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    """"auto": int8 with bf16 and int8 dot products, bf16 with bf16 only, else fp32."""
+    from bgmgen.core import quantize
+    from bgmgen.video.shots import resolve_precision
+
+    for bf16, int8, want in ((True, True, "int8"), (True, False, "bf16"), (False, True, "fp32"), (False, False, "fp32")):
+        monkeypatch.setattr(quantize, "bf16_convolutions_supported", lambda v=bf16: v)
+        monkeypatch.setattr(quantize, "int8_convolutions_supported", lambda v=int8: v)
+        assert resolve_precision("auto", "cpu") == want
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError):
+        resolve_precision("int4", "cpu")
 
 
 def test_bf16_blocks_near_the_threshold_take_the_package_fp32_values():
@@ -477,6 +526,68 @@ def test_stream_where_almost_nothing_decodes_is_rejected(tmp_path):
     msg = str(err.value)
     assert "too damaged to use" in msg and str(v) in msg and "\n" not in msg, msg
     assert v.read_bytes() == before
+
+
+def test_blocks_near_the_threshold_are_checked_in_the_package_layout_before_fp32():
+    """A near-threshold frame of our window is rerun in the package's layout in bf16; when that run puts
+    it clearly on one side, no fp32 run is made and the block takes those values."""
+    import torch
+
+    from bgmgen.video.shots import LAYOUT_MARGIN, PACKAGE_WINDOW, THRESHOLD, ShotDetector
+
+    detector = ShotDetector(precision="int8", window=200)
+    logit = float(np.log(THRESHOLD / (1 - THRESHOLD)))
+    calls = []
+
+    def fake_fast(batch, precision=None):
+        b, t = batch.shape[:2]
+        calls.append((t, precision))
+        out = torch.full((b, t), -6.0)
+        hit = batch[:, :, 0, 0, 0] == 200
+        out[hit] = logit - 0.02 if t != PACKAGE_WINDOW else logit + 1.0  # p 0.495, then 0.73
+        return out
+
+    detector.fast = fake_fast
+    frames = np.zeros((300, 27, 48, 3), np.uint8)
+    frames[60] = 200
+    p = detector.predict(frames)
+    assert p[60] > THRESHOLD + LAYOUT_MARGIN and abs(p[60] - 0.731) < 1e-3
+    assert (PACKAGE_WINDOW, "bf16") in calls and all(prec != "fp32" for _, prec in calls)
+
+
+def test_streamed_checks_of_near_threshold_blocks_equal_predict():
+    """The stream hands a window's near-threshold blocks out as tasks of their own after decoding; the
+    probabilities are still exactly predict's (blocks settled in bf16, blocks that go on to fp32)."""
+    import torch
+
+    from bgmgen.video.shots import PACKAGE_WINDOW, THRESHOLD, ShotDetector
+
+    detector = ShotDetector(precision="int8", window=200)
+    logit = float(np.log(THRESHOLD / (1 - THRESHOLD)))
+    calls = []
+
+    def fake_fast(batch, precision=None):  # marked frames: 200 settles in bf16, 100 needs fp32
+        b, t = batch.shape[:2]
+        calls.append((t, precision))
+        mark = batch[:, :, 0, 0, 0].float()
+        out = torch.full((b, t), -6.0) + mark / 1000  # unmarked frames differ a little, far from 0.5
+        out[mark == 200] = logit + (0.01 if t != PACKAGE_WINDOW else 1.0)
+        out[mark == 100] = logit + {"int8": 0.01, "bf16": -0.01, "fp32": 0.05}[precision]
+        return out
+
+    detector.fast = fake_fast
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 50, (700, 27, 48, 3)).astype(np.uint8)
+    frames[[60, 400, 520], 0, 0, 0] = 200
+    frames[[130, 610], 0, 0, 0] = 100
+    want = detector.predict(frames)
+    assert (want[[60, 400, 520, 130, 610]] > THRESHOLD).all()
+    assert (PACKAGE_WINDOW, "fp32") in calls and (PACKAGE_WINDOW, "bf16") in calls
+    for chunk in (700, 37):
+        stream = detector.stream()
+        for at in range(0, 700, chunk):
+            stream.add(frames[at:at + chunk])
+        assert np.array_equal(stream.finish(), want)
 
 
 def test_streamed_shot_detection_equals_predict():

@@ -1,5 +1,6 @@
 """Reduced-precision CPU inference: int8 dynamic quantisation of a module's Linear layers (BLIP
-captions, the music denoiser) and bfloat16 convolutions (the music denoiser's pitch and local heads).
+captions, the music denoiser), bfloat16 convolutions (the music denoiser's pitch and local heads), and
+which of them this CPU runs natively (the shot detector's int8 convolutions use the same checks).
 
 torch is imported when a helper runs, never at import time (core stays light).
 """
@@ -34,6 +35,18 @@ def bf16_convolutions_supported() -> bool:
         return False
     caps = get_capabilities()
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def int8_convolutions_supported() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8, as torch
+    detects them), which oneDNN's uint8 x int8 convolutions need to beat bfloat16 ones."""
+    import torch
+
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.9
+    if get_capabilities is None or not torch.backends.mkldnn.is_available():
+        return False
+    caps = get_capabilities()
+    return bool(caps.get("avx512_vnni") or caps.get("avx_vnni") or caps.get("amx_int8"))
 
 
 def convolutions_to_bf16(module):

@@ -8,22 +8,31 @@ Faster than the package's own path, with the same cut list (measured by scripts/
 * the same network and weights, laid out for the CPU (transnet_cpu.FastTransNetV2: the (2+1)-D
   convolutions as channels-last conv2d, batch norm folded in): 1.8x faster per frame in fp32
   (outputs equal to 1e-7);
-* bf16 convolutions where the CPU has native bf16 (AVX512-BF16/AMX; `precision="auto"`): another 2x.
-  The similarity features and the classifier stay fp32; probabilities move by up to ~0.02;
+* bf16 convolutions where the CPU has native bf16 (AVX512-BF16/AMX): another 2x. The similarity
+  features and the classifier stay fp32; probabilities move by up to ~0.013 (the package's layout);
+* int8 spatial convolutions where the CPU also has int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX;
+  `precision="auto"` picks it): 28 % less time per frame than bf16, probabilities move by up to
+  ~0.024 (the package's layout; transnet_cpu.Int8Convolution);
 * frames come from the decode pass (decord 96x54 -> 2x2 mean), not from a second ffmpeg decode;
 * larger windows with the same context: the package runs 100-frame windows and keeps the middle 50,
   so every frame goes through the network twice. Each kept frame needs context on both sides (the
   network's dilated temporal convolutions reach about 48 frames; its similarity features look 50 frames
   each way), and the package guarantees 25. We keep the same 25-frame margin on each side but run
   `DEFAULT_WINDOW`-frame windows, so the network sees each frame fewer times;
-* where it matters, the package's own numbers: bf16 and the longer windows together move a probability
-  by up to 0.049 from the package's (measured on real footage with fades, scripts/bench_analysis.py), so
-  every block of 50 frames holding a frame within `VERIFY_MARGIN` of the threshold is run again as the
-  package runs it (its 100-frame window around those 50 frames, fp32) and takes those values. Frames
-  that can flip a cut get the package's probability; the others are too far from the threshold to flip.
-  The package's blocks lie inside our windows (the window's kept length is a multiple of 50), so the
-  check runs per window, as soon as the window has run. Cheaper than recomputing whole windows in
-  fp32, which cost as much as the bf16 pass itself on real footage with fades;
+* where it matters, the package's own numbers. On the same frames, bf16 and the longer windows
+  together move a probability by up to 0.049 from the package's, int8 and the longer windows by up
+  to 0.054; most of it is the layout (the package's 100-frame layout alone: bf16 0.013, int8 0.024;
+  real footage with fades, scripts/bench_analysis.py --sweep). So every block of 50 frames holding a
+  frame within `VERIFY_MARGINS[precision]` of the threshold is run again in the package's layout (its
+  100-frame window around those 50 frames), first in bf16; a block that still has a frame within
+  `LAYOUT_MARGIN` of the threshold is run once more in fp32, exactly as the package runs it. A block
+  takes the values of the last run, so a frame that can flip a cut ends on the package's side of the
+  threshold (with the package's own probability when it is that close); the others are too far from
+  it to flip. The package's blocks lie inside our windows (the window's kept length is a multiple of
+  50), so the check runs per window, as soon as the window has run. Cheaper than recomputing whole
+  windows in fp32 (as costly as the bf16 pass itself on real footage with fades); the bf16 step (0.4 s
+  per block here, against 1.0 s in fp32) spares most fp32 runs, and is more precise than int8 there
+  (int8's larger error sent more blocks on to fp32 than it saved: measured);
 * no global side effects, and no deterministic-algorithm mode: the package's constructor seeds
   torch/numpy/random with 42 and switches `torch.use_deterministic_algorithms(True)` on for the whole
   process. We skip that step in a subclass and additionally save and restore the RNG states and the
@@ -51,9 +60,14 @@ PACKAGE_WINDOW, CONTEXT = 100, 25  # the package: 100-frame windows, 25 frames o
 PACKAGE_KEEP = PACKAGE_WINDOW - 2 * CONTEXT  # the package keeps the middle 50 frames of each window
 DEFAULT_WINDOW = 200  # ours: same context, 1.33 passes per frame; 200 was fastest per frame here (100-400 measured)
 THRESHOLD = 0.5
-PRECISIONS = ("auto", "bf16", "fp32")
-VERIFY_MARGIN = 0.06  # |p - THRESHOLD| below this: the package's fp32 value is used (|ours - its| <= 0.049 seen)
-STAGE_VERSION = "shots-3"  # bump when the detector's output can change
+PRECISIONS = ("auto", "int8", "bf16", "fp32")
+# |p - THRESHOLD| below this: the package's fp32 value is used. Largest |ours - package| seen on real
+# footage with fades (DEFAULT_WINDOW): bf16 0.049, int8 0.054; the margins are about 1.2x and 1.5x that.
+VERIFY_MARGINS = {"bf16": 0.06, "int8": 0.08, "fp32": 0.06}
+# The same for the package's layout in bf16 (largest seen 0.013): a block with a frame this close
+# after that run goes on to fp32.
+LAYOUT_MARGIN = 0.025
+STAGE_VERSION = "shots-4"  # bump when the detector's output can change
 
 
 def pool_to_tn(frames96: np.ndarray) -> np.ndarray:
@@ -154,15 +168,17 @@ def build_transnet(device: str = "cpu"):
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """"auto" -> "bf16" on a CPU with native bf16 convolutions, else "fp32"."""
+    """"auto" -> "int8" on a CPU with native bf16 and int8 dot products, "bf16" with bf16 only, else
+    "fp32". ("int8" runs the spatial convolutions in int8 and the rest as "bf16".)"""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    from bgmgen.core.quantize import bf16_convolutions_supported
+    from bgmgen.core.quantize import bf16_convolutions_supported, int8_convolutions_supported
 
-    native = str(device).startswith("cpu") and bf16_convolutions_supported()
-    return "bf16" if native else "fp32"
+    if not (str(device).startswith("cpu") and bf16_convolutions_supported()):
+        return "fp32"
+    return "int8" if int8_convolutions_supported() else "bf16"
 
 
 def window_starts(n: int, window: int, context: int = CONTEXT) -> tuple[int, int, list[int]]:
@@ -189,6 +205,7 @@ class ShotDetector:
                              f"and context at least {CONTEXT}")
         self.device, self.window, self.context, self.batch = device, window, context, batch
         self.precision = resolve_precision(precision, device)
+        self.verify_margin = VERIFY_MARGINS[self.precision]  # 0: no check (scripts/bench_analysis.py --sweep)
         self.model = build_transnet(device)
         self.fast = FastTransNetV2(self.model, self.precision)
         self.weight_files = {"transnetv2": str(transnet_weights_path())}
@@ -208,26 +225,34 @@ class ShotDetector:
         logits = self.fast(batch, precision)  # [b, window]
         return torch.sigmoid(logits[:, context:context + keep]).float().cpu().reshape(-1).numpy()
 
-    def with_package_values(self, probs: np.ndarray, frames: np.ndarray, first: int, valid: int) -> np.ndarray:
-        """One window's kept probabilities, where a frame lies within VERIFY_MARGIN of the threshold
-        replaced by the package's own (fp32, its 100-frame window) for that frame's block of 50.
+    def blocks_to_check(self, probs: np.ndarray, valid: int) -> list[int]:
+        """The blocks of 50 (indices into one window's kept frames) holding a real frame within
+        `verify_margin` of the threshold; none when this detector runs the package's layout in fp32."""
+        if self.precision == "fp32" and len(probs) == PACKAGE_KEEP and self.context == CONTEXT:
+            return []
+        near = np.flatnonzero(np.abs(probs[:valid] - THRESHOLD) < self.verify_margin)
+        return sorted({int(i) // PACKAGE_KEEP for i in near})
 
-        probs: [keep] for frames first .. first + keep - 1, of which the first `valid` are real;
-        frames: the window's input [window, 27, 48, 3], frames first - context .. (padding repeated).
-        Nothing to do when this detector already runs the package's layout in fp32."""
-        keep = len(probs)
-        if self.precision == "fp32" and keep == PACKAGE_KEEP and self.context == CONTEXT:
-            return probs
-        near = np.flatnonzero(np.abs(probs[:valid] - THRESHOLD) < VERIFY_MARGIN)
-        blocks = sorted({int(i) // PACKAGE_KEEP for i in near})  # first is a multiple of PACKAGE_KEEP
-        if not blocks:
-            return probs
-        lo = self.context - CONTEXT  # where the package's window of block 0 starts in `frames`
-        batch = np.stack([frames[lo + b * PACKAGE_KEEP:lo + b * PACKAGE_KEEP + PACKAGE_WINDOW] for b in blocks])
-        package = self.run_windows(batch, "fp32", CONTEXT).reshape(len(blocks), PACKAGE_KEEP)
+    def package_block(self, frames: np.ndarray, block: int, valid: int) -> np.ndarray:
+        """[50] probabilities of a window's kept block `block` in the package's layout (its 100-frame
+        window around the block): in bf16, then, where a real frame (the first `valid` of the window's
+        kept frames) is still within LAYOUT_MARGIN of the threshold, in fp32 (the package's own values).
+        An fp32 detector goes to fp32 directly. frames: the window's input [window, 27, 48, 3]."""
+        lo = self.context - CONTEXT + block * PACKAGE_KEEP  # where the package's window starts in `frames`
+        window = frames[None, lo:lo + PACKAGE_WINDOW]
+        real = max(0, valid - block * PACKAGE_KEEP)
+        if self.precision != "fp32":
+            values = self.run_windows(window, "bf16", CONTEXT)
+            if not (np.abs(values[:real] - THRESHOLD) < LAYOUT_MARGIN).any():
+                return values
+        return self.run_windows(window, "fp32", CONTEXT)
+
+    def with_package_values(self, probs: np.ndarray, frames: np.ndarray, valid: int) -> np.ndarray:
+        """One window's kept probabilities [keep] (the first `valid` real), each block from
+        `blocks_to_check` replaced by `package_block`. frames: the window's input [window, 27, 48, 3]."""
         out = probs.copy()
-        for b, values in zip(blocks, package):
-            out[b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
+        for b in self.blocks_to_check(probs, valid):
+            out[b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = self.package_block(frames, b, valid)
         return out
 
     def predict(self, frames: np.ndarray, window: int | None = None) -> np.ndarray:
@@ -259,7 +284,7 @@ class ShotDetector:
                 for j, s in enumerate(group):  # window w = b + j keeps frames w * keep ..
                     w = b + j
                     out.append(self.with_package_values(probs[j * keep:(j + 1) * keep], padded[s:s + window].numpy(),
-                                                        w * keep, max(0, min(keep, n - w * keep))))
+                                                        max(0, min(keep, n - w * keep))))
                 if i % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
                     release_free_memory()
             return out
@@ -280,8 +305,9 @@ class ShotStream:
     Window k needs frames [k*keep - context, k*keep + keep + context); it runs in a worker thread as
     soon as they are in, with one torch thread, while decoding (single-threaded) keeps the other
     core. `finish()` (decoding is over) runs every window not done yet, as many side by side as torch
-    had threads before, one thread each; the worker joins them once the window it has under way is
-    done (waiting for it first left a core idle for a whole window). Each window sees exactly the
+    had threads before, one thread each, and each window's near-threshold blocks as tasks of their
+    own; the worker joins them once the window it has under way is done (waiting for it first left a
+    core idle for a whole window). Each window sees exactly the
     frames `ShotDetector.predict` gives it (the padding repeats the first and last frame), so the
     probabilities are the same (tested); videos too short for a full window go to `predict`.
     """
@@ -365,12 +391,13 @@ class ShotStream:
         `valid` kept frames, the real ones), as ShotDetector.predict computes them."""
         d = self.detector
         probs = d.run_windows(frames[None], d.precision)
-        return d.with_package_values(probs, frames, k * self.keep, valid)
+        return d.with_package_values(probs, frames, valid)
 
     def finish(self) -> np.ndarray:
         """[n] transition probability per frame, n = every frame added."""
         import collections
         import concurrent.futures
+        import threading
 
         import torch
 
@@ -385,26 +412,51 @@ class ShotStream:
             return np.zeros(0, np.float32) if n == 0 else d.predict(self.frames())
         _, _, starts = window_starts(n, d.window, d.context)
         with self.lock:  # a window the worker finished or still runs is not handed out again
-            queue = collections.deque(k for k in range(len(starts)) if k not in self.results and k not in self.running)
+            queue = collections.deque(("window", k) for k in range(len(starts))
+                                      if k not in self.results and k not in self.running)
+        # A window's near-threshold blocks go back to the front of the queue as tasks of their own, so
+        # that both threads share them: the last window's checks (a bf16 and maybe an fp32 run per
+        # block) otherwise ran on one core while the other sat idle (about 2 s on a 60 s clip).
+        changed = threading.Condition(self.lock)
+        busy = [0]  # tasks under way: they may still queue blocks
+        checked: dict[tuple[int, int], np.ndarray] = {}
 
-        def run(k: int) -> np.ndarray:
-            with torch.inference_mode():  # thread-local: entered in the thread that runs the window
-                probs = self._window_probs(k, self._window_frames(k, n), max(0, min(self.keep, n - k * self.keep)))
+        def run(task) -> None:
+            k = task[1]
+            valid = max(0, min(self.keep, n - k * self.keep))
+            with torch.inference_mode():  # thread-local: entered in the thread that runs the task
+                if task[0] == "block":
+                    values = d.package_block(task[3], task[2], valid)
+                    with changed:
+                        checked[(k, task[2])] = values
+                    return
+                frames = self._window_frames(k, n)
+                probs = d.run_windows(frames[None], d.precision)
+            with changed:
+                self.results[k] = probs
+                queue.extendleft(("block", k, b, frames) for b in reversed(d.blocks_to_check(probs, valid)))
             if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
                 release_free_memory()
-            return probs
 
         def drain() -> None:
             while True:
-                with self.lock:
+                with changed:
+                    while not queue and busy[0]:
+                        changed.wait()
                     if not queue:
                         return
-                    k = queue.popleft()
-                self.results[k] = run(k)
+                    task = queue.popleft()
+                    busy[0] += 1
+                try:
+                    run(task)
+                finally:
+                    with changed:
+                        busy[0] -= 1
+                        changed.notify_all()
 
         # Windows left after decoding run side by side, one torch thread each: TransNetV2's small
         # convolutions split poorly across threads, whole windows on separate cores do not. The
-        # worker takes windows from the same queue once the one it has under way is done.
+        # worker takes tasks from the same queue once the window it has under way is done.
         extra = max(0, min(self.threads, len(queue) + in_flight) - 1)  # threads besides the worker's
         if extra:
             torch.set_num_threads(1)
@@ -413,6 +465,8 @@ class ShotStream:
                 self._join_worker([self.pool.submit(drain), *(pool.submit(drain) for _ in range(extra))])
         finally:
             torch.set_num_threads(self.threads)
+        for (k, b), values in checked.items():
+            self.results[k][b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
         return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
 
     def _join_worker(self, futures=()) -> None:
