@@ -229,6 +229,16 @@ def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):
     assert np.array_equal(int8_p, int8.predict(frames))
 
 
+def test_pool_to_tn_is_the_rounded_2x2_mean():
+    from bgmgen.video.shots import pool_to_tn
+
+    frames = np.random.default_rng(0).integers(0, 256, (5, 54, 96, 3)).astype(np.uint8)
+    blocks = frames.reshape(5, 27, 2, 48, 2, 3).astype(np.float64).mean(axis=(2, 4))
+    got = pool_to_tn(frames)
+    assert got.dtype == np.uint8 and got.shape == (5, 27, 48, 3)
+    assert np.array_equal(got, np.floor(blocks + 0.5).astype(np.uint8))  # halves round up
+
+
 def test_int8_convolution_matches_the_float_one():
     """transnet_cpu.Int8Convolution: the same 3x3 convolution within int8's error, for a float input
     quantised per call, a uint8 input with its scale, and an all-zero input."""

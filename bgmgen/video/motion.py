@@ -152,7 +152,9 @@ class FrameStatsAccumulator:
         keep = seq_t >= seq_t[-1] - ENERGY_LAG_S - 0.1
         keep[-1] = True
         self._hist, self._hist_t = seq[keep], seq_t[keep]
-        mx, mn = rgb.max(axis=3), rgb.min(axis=3)
+        # Channel max / min as element-wise ops: numpy's reduction over a length-3 last axis took 0.85 s
+        # of CPU per minute of video, in the decoding thread (the same values).
+        mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
         self.brightness.append((luma.mean(axis=(1, 2)) / 255.0).astype(np.float32))
         self.saturation.append(((mx - mn) / np.maximum(mx, 1.0)).mean(axis=(1, 2)).astype(np.float32))
         self.warmth.append(((r - b).mean(axis=(1, 2)) / 255.0).astype(np.float32))

@@ -72,8 +72,10 @@ STAGE_VERSION = "shots-4"  # bump when the detector's output can change
 
 def pool_to_tn(frames96: np.ndarray) -> np.ndarray:
     """[n, 54, 96, 3] uint8 -> [n, 27, 48, 3] uint8 by exact 2x2 averaging (rounded)."""
-    n = frames96.shape[0]
-    s = frames96.reshape(n, TN_H, 2, TN_W, 2, 3).astype(np.uint16).sum(axis=(2, 4))
+    # The four pixels of each 2x2 block added as strided slices: a sum over the reshaped small axes
+    # took 6x the time (0.5 s of CPU per minute of video, in the decoding thread).
+    x = frames96.astype(np.uint16)
+    s = x[:, 0::2, 0::2] + x[:, 1::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 1::2]
     return ((s + 2) >> 2).astype(np.uint8)
 
 
