@@ -718,9 +718,12 @@ def test_doctor_runs_and_names_every_dependency():
     assert ("offline path works" in out) == (proc.returncode == 0)
     from bgmgen.app.doctor import check_torch
     from bgmgen.core.quantize import bf16_convolutions_supported
+    from bgmgen.video.shots import resolve_precision
 
-    # the torch row says how the convolutions run here (they decide a seed's exact notes)
+    # the torch row says how the convolutions run here (they decide a seed's exact notes), and the
+    # shot detector's precision
     assert ("bf16 convolutions" in check_torch("cpu").detail) == bf16_convolutions_supported()
+    assert f"shot detector {resolve_precision('auto', 'cpu')}," in check_torch("cpu").detail
 
 
 def test_doctor_with_missing_soundfont_fails(tmp_path):

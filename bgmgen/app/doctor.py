@@ -165,12 +165,14 @@ def check_torch(device: str) -> Check:
     except Exception as err:
         return Check("torch", MISSING, " ".join(str(err).split())[:120], "pip install -e . (scripts/bootstrap)")
     from bgmgen.core.quantize import bf16_convolutions_supported
+    from bgmgen.video.shots import resolve_precision
 
     cuda = torch.cuda.is_available()
     # bf16 arithmetic decides how the shot detector and the music model's convolutions run on the CPU
-    # (and so the exact notes a seed gives: run.json records it)
+    # (and so the exact notes a seed gives: run.json records it); int8 dot products speed the detector
     bf16 = "bf16 convolutions" if bf16_convolutions_supported() else "fp32 convolutions (no bf16 arithmetic)"
     detail = (f"{torch.__version__}, {torch.get_num_threads()} threads, {bf16}, "
+              f"shot detector {resolve_precision('auto', 'cpu')}, "
               f"CUDA {'available' if cuda else 'not available'}")
     if device == "cuda" and not cuda:
         return Check("torch", MISSING, detail, "--device cuda asked but no GPU; use --device cpu")
