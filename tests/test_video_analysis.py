@@ -345,9 +345,11 @@ def test_analysis_cuts_motion_and_cache(clip, models, tmp_path):
     assert len(first.picture_stats) == 3 and all(0 <= s["brightness"] <= 1 for s in first.picture_stats)
     js = first.to_json()
     assert "keyframes" not in js and js["cuts_s"] == [round(c, 4) for c in first.cuts_s]
+    assert js["shot_detector"] == f"transnetv2 {models.shot_detector.precision}"  # what made the probabilities
 
     second, job2 = analyse_video_with_keyframes(clip, opts, models=models)
     assert second.cache["hit"] is True and second.cache["path"] == first.cache["path"]
+    assert second.shot_detector == first.shot_detector
     assert second.cuts_s == first.cuts_s and np.array_equal(job2.result().frames, keyframes)
     assert np.array_equal(second.motion_abs, first.motion_abs)
 

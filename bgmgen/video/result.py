@@ -56,6 +56,9 @@ class VideoAnalysis:
     periodicity: dict = field(default_factory=dict)  # motion.periodicity: {} or {period_s, phase_s, strength, n_cycles}
     sound: dict = field(default_factory=dict)  # sound.sound_features: {} or {level_db, active_share, onset_rate, activity}
     mood_evidence: dict = field(default_factory=dict)  # semantic.estimate_mood_with_evidence: features, per-source scores
+    # "transnetv2 int8" / "... bf16" / "... fp32" / "histogram": the cut list does not depend on the
+    # precision, the probabilities away from the threshold do (the report keyframes, the caption frames)
+    shot_detector: str = ""
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The array fields that are set (the cache entry's npz, with the keyframes)."""
@@ -88,6 +91,7 @@ class VideoAnalysis:
             "periodicity": dict(self.periodicity),
             "sound": dict(self.sound),
             "mood_evidence": self.mood_evidence,
+            "shot_detector": self.shot_detector,
         }
 
 
@@ -145,6 +149,7 @@ def load_entry(stem: str | os.PathLike) -> tuple[VideoAnalysis, np.ndarray]:
         periodicity=dict(meta.get("periodicity") or {}),
         sound=dict(meta.get("sound") or {}),
         mood_evidence=dict(meta.get("mood_evidence") or {}),
+        shot_detector=str(meta.get("shot_detector", "")),
     )
     return analysis, arrays["keyframes"]
 
