@@ -75,9 +75,9 @@ def sweep(frames: np.ndarray, p_package: np.ndarray) -> None:
             with Timer() as t:
                 p = det.predict(frames, window=w)
             near = int((np.abs(p - shots.THRESHOLD) < margin).sum())
+            same = np.array_equal(shots.scenes_from_predictions(p), ref)
             print(f"  {precision} window {w:4d} {label:7s}: {t.wall:6.2f} s wall {t.cpu:6.2f} s CPU; same scenes: "
-                  f"{np.array_equal(shots.scenes_from_predictions(p), ref)}; max |p diff| {np.abs(p - ref_p).max():.4f}; "
-                  f"within {margin} of the threshold: {near}")
+                  f"{same}; max |p diff| {np.abs(p - ref_p).max():.4f}; within {margin} of the threshold: {near}")
 
 
 def shots_precisions() -> tuple[str, ...]:

@@ -268,7 +268,8 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     from bgmgen.core import quantize
     from bgmgen.video.shots import resolve_precision
 
-    for bf16, int8, want in ((True, True, "int8"), (True, False, "bf16"), (False, True, "fp32"), (False, False, "fp32")):
+    cases = ((True, True, "int8"), (True, False, "bf16"), (False, True, "fp32"), (False, False, "fp32"))
+    for bf16, int8, want in cases:
         monkeypatch.setattr(quantize, "bf16_convolutions_supported", lambda v=bf16: v)
         monkeypatch.setattr(quantize, "int8_convolutions_supported", lambda v=int8: v)
         assert resolve_precision("auto", "cpu") == want
