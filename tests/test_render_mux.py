@@ -270,6 +270,50 @@ def test_render_parts_keep_every_note_whole_and_the_state_everywhere(tmp_path):
     assert len(render.render_parts(events, int(20.0 * SAMPLE_RATE))) == 1  # under 2 x 15 s: one part
 
 
+def test_parts_synthesised_ahead_give_the_same_wav(tmp_path):
+    """render.PartsAhead: parts offered while the piece was written are used when the finished piece has
+    exactly those parts (same WAV bytes as a render without them) and ignored when a note differs."""
+    import pretty_midi
+
+    # An arpeggio over 12 keys, each struck again only after 6 s: no key joins an earlier part (with the
+    # pedalled piece above every key does, so no part could be done before the piece is complete).
+    whole = pretty_midi.PrettyMIDI(initial_tempo=120)
+    piano = pretty_midi.Instrument(program=0)
+    for i in range(int(61.5 / 0.5)):
+        pitch = 55 + (i * 7) % 12
+        piano.notes.append(pretty_midi.Note(velocity=60 + i % 20, pitch=pitch, start=0.5 * i, end=0.5 * i + 0.4))
+    whole.instruments.append(piano)
+    whole.write(str(tmp_path / "p.mid"))
+    options = render.RenderOptions()
+    plain = render.render_midi(tmp_path / "p.mid", tmp_path / "plain.wav", 62.0, options)
+    assert plain["parts_ahead"] == 0
+
+    def up_to(seconds: float, bump: float | None = None):
+        """The piece as written up to `seconds` (notes after it not yet there); bump: one note changed."""
+        part = pretty_midi.PrettyMIDI(str(tmp_path / "p.mid"))
+        piano = part.instruments[0]
+        piano.notes = [n for n in piano.notes if n.start < seconds]
+        if bump is not None:
+            next(n for n in piano.notes if n.start >= bump).velocity += 1
+        return part
+
+    ahead = render.PartsAhead(62.0, options)
+    for written_s in (21.0, 40.0):  # the first two of four 15.5 s parts become ready, one at a time
+        ahead.offer(lambda s=written_s: up_to(s), written_s)
+    assert not ahead.wants(40.0) and ahead.wants(62.0)
+    info = render.render_midi(tmp_path / "p.mid", tmp_path / "ahead.wav", 62.0, options, ahead=ahead)
+    ahead.close()
+    assert info["parts_ahead"] == 2
+    assert (tmp_path / "ahead.wav").read_bytes() == (tmp_path / "plain.wav").read_bytes()
+
+    changed = render.PartsAhead(62.0, options)  # part 0 written with one note louder than it ends up
+    changed.offer(lambda: up_to(40.0, bump=5.0), 40.0)
+    info = render.render_midi(tmp_path / "p.mid", tmp_path / "changed.wav", 62.0, options, ahead=changed)
+    changed.close()
+    assert info["parts_ahead"] == 1  # part 1 as it ends up; part 0 synthesised again
+    assert (tmp_path / "changed.wav").read_bytes() == (tmp_path / "plain.wav").read_bytes()
+
+
 def test_render_in_parts_sounds_as_one_synthesizer(tmp_path, monkeypatch):
     """The parts added up against one synthesizer over the whole piece. Dry: equal to float rounding
     except where a key let go more than RESTRIKE_GUARD_S earlier is struck again across a cut (its old

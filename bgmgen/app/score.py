@@ -20,6 +20,7 @@ from bgmgen.app.console import escape, say
 from bgmgen.app.options import ScoreOptions
 from bgmgen.app.outputs import Job, partial_folder
 from bgmgen.app.provenance import RUN_JSON, RUN_JSON_SCHEMA, collect_versions, hash_weights, input_identity
+from bgmgen.core.constants import STEPS_PER_BEAT
 from bgmgen.core.errors import BgmgenError, MissingDependencyError
 from bgmgen.core.files import Sha256Memo
 from bgmgen.core.jsonio import dump_json
@@ -219,98 +220,112 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         model.denoiser.architecture, steps=opts.steps, guidance=opts.guidance, guide_groups=opts.guide_groups,
         strict_groove=not opts.loose_groove, order=opts.order,
         temperature=opts.temperature)
-    with sw.stage("generate", stage_cb):
-        roll = generate.generate_roll(model, music_plan, seed=opts.seed, settings=settings)
-    with sw.stage("midi", stage_cb):
-        pm = midi.roll_to_midi(roll, music_plan)
+    # The render's parts that lie well inside what the sampler has written are synthesised meanwhile, on
+    # the core it leaves free; the render takes them only if the finished piece has the same notes there.
+    render_options = render.RenderOptions(soundfont=str(ctx.soundfont()))
+    ahead = render.PartsAhead(info.duration_s, render_options)
+    step_s, start_s = 60.0 / music_plan.bpm / STEPS_PER_BEAT, float(music_plan.start_s)
 
-    with sw.stage("mix_decision", stage_cb):
-        if opts.mix:
-            mix, mix_reason = opts.mix, "--mix"
-        else:
-            audible = bool(info.has_audio) and bool(mux.audio_is_audible(str(path), info))
-            mix = "duck" if audible else "replace"
-            mix_reason = ("default: the input has audible sound" if audible else
-                          "default: the input has no audible sound")
+    def written(done_steps: int, roll_so_far) -> None:
+        final_s = start_s + done_steps * step_s
+        if ahead.wants(final_s):
+            roll_now = roll_so_far()  # here: the sampler goes on changing the piece once this returns
+            ahead.offer(lambda: midi.roll_to_midi(roll_now, music_plan), final_s)
 
-    stem = job.stem
-    names = {"midi": f"{stem}.mid", "wav": f"{stem}.wav", "video": f"{stem}.mp4",
-             "report": "report.png", "run": RUN_JSON}
-    with partial_folder(job.out_dir) as tmp:
-        with sw.stage("write_midi", stage_cb):
-            pm.write(str(tmp / names["midi"]))
-        # The report is drawn in a worker thread while FluidSynth and ffmpeg (which release the GIL)
-        # render and mux: about a second less wall time per video.
-        def draw_report() -> tuple[float, analysis_mod.Keyframes]:
-            t0 = time.perf_counter()
-            keyframes = keyframe_job.result()  # decoded in the background since the analysis ended, when deferred
-            report.write_report(str(tmp / names["report"]), an, music_plan, midi.midi_to_roll(pm, music_plan),
-                                keyframes.frames)
-            return time.perf_counter() - t0, keyframes
+    try:
+        with sw.stage("generate", stage_cb):
+            roll = generate.generate_roll(model, music_plan, seed=opts.seed, settings=settings, written=written)
+        with sw.stage("midi", stage_cb):
+            pm = midi.roll_to_midi(roll, music_plan)
 
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="report") as pool:
-            drawn = pool.submit(draw_report)
-            with sw.stage("render", stage_cb):
-                render_info = render.render_midi(str(tmp / names["midi"]), str(tmp / names["wav"]),
-                                                 info.duration_s,
-                                                 render.RenderOptions(soundfont=str(ctx.soundfont())))
-            with sw.stage("mux", stage_cb):
-                mux_info = mux.mux(str(path), str(tmp / names["wav"]), str(tmp / names["video"]), info, mix)
-            with sw.stage("report_wait", stage_cb):
-                report_s, keyframes = drawn.result()  # re-raises the report's (or the keyframes') error
-                sw.timings["report"] = round(report_s, 4)
-        # The analysis as its cache entry records it: with the background keyframe decode's timing and warnings.
-        analysis_json = keyframes.record(an)
+        with sw.stage("mix_decision", stage_cb):
+            if opts.mix:
+                mix, mix_reason = opts.mix, "--mix"
+            else:
+                audible = bool(info.has_audio) and bool(mux.audio_is_audible(str(path), info))
+                mix = "duck" if audible else "replace"
+                mix_reason = ("default: the input has audible sound" if audible else
+                              "default: the input has no audible sound")
 
-        weight_files = dict(models.weight_files)
-        weight_files["music_model"] = str(model.path)
-        weight_files["soundfont"] = str(ctx.soundfont())
-        with sw.stage("hash_weights", stage_cb):
-            weights = hash_weights(weight_files, ctx.hashes)
-            weights["music_model"]["sha256_reported_by_model"] = model.sha256
-        fallbacks = dict(an.fallbacks)
-        timings = {f"analysis.{k}": v for k, v in {**an.timings_s, **keyframes.timings_s}.items()}
-        timings.update(sw.timings)
-        timings.update(ctx.load_timings)
-        timings["total"] = round(time.perf_counter() - t_start, 4)
-        plan_json = music_plan.to_json()
-        run = {
-            "schema": RUN_JSON_SCHEMA,
-            "bgmgen_version": __version__,
-            "versions": collect_versions(),
-            "command": ctx.command,
-            "created_unix": round(time.time(), 3),
-            "options": opts.to_json(),
-            "fingerprint": fingerprint,
-            "seed": opts.seed,
-            "input": ident,
-            "video": info.to_json(),
-            "analysis": analysis_json,
-            "plan": plan_json,
-            "tempo_bpm": plan_json.get("bpm"),
-            "bar_grid": {
-                "bpm": plan_json.get("bpm"),
-                "n_bars": plan_json.get("n_bars"),
-                "n_beats": plan_json.get("n_beats"),
-                "downbeat_times_s": plan_json.get("downbeat_times_s"),
-            },
-            "shots": analysis_json["shots"],
-            "captions": an.captions,
-            "mix": {"mode": mix, "reason": mix_reason},
-            "music_model": {"path": str(model.path), "sha256": model.sha256, "meta": model.meta,
-                            "device": str(model.device)},
-            "generation": {"seed": opts.seed, **settings.to_json(), "precision": model.precision,
-                           "convolutions": model.convolutions, "threads": generate.sampler_thread_count()},
-            "render": render_info,
-            "mux": mux_info,
-            "weights": weights,
-            "fallbacks": fallbacks,
-            "warnings": list(analysis_json["warnings"]),
-            "timings_s": timings,
-            "outputs": dict(names),
-        }
-        dump_json(run, tmp / names["run"])
-    ctx.hashes.save()
-    return {"duration_s": info.duration_s, "bpm": plan_json.get("bpm"), "key": plan_json.get("key"),
-            "mood": plan_json.get("mood"), "mix": mix, "cuts": len(an.cuts_s),
-            "timings": timings}
+        stem = job.stem
+        names = {"midi": f"{stem}.mid", "wav": f"{stem}.wav", "video": f"{stem}.mp4",
+                 "report": "report.png", "run": RUN_JSON}
+        with partial_folder(job.out_dir) as tmp:
+            with sw.stage("write_midi", stage_cb):
+                pm.write(str(tmp / names["midi"]))
+            # The report is drawn in a worker thread while FluidSynth and ffmpeg (which release the GIL)
+            # render and mux: about a second less wall time per video.
+            def draw_report() -> tuple[float, analysis_mod.Keyframes]:
+                t0 = time.perf_counter()
+                keyframes = keyframe_job.result()  # decoded in the background since the analysis ended, when deferred
+                report.write_report(str(tmp / names["report"]), an, music_plan, midi.midi_to_roll(pm, music_plan),
+                                    keyframes.frames)
+                return time.perf_counter() - t0, keyframes
+
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="report") as pool:
+                drawn = pool.submit(draw_report)
+                with sw.stage("render", stage_cb):
+                    render_info = render.render_midi(str(tmp / names["midi"]), str(tmp / names["wav"]),
+                                                     info.duration_s, render_options, ahead=ahead)
+                with sw.stage("mux", stage_cb):
+                    mux_info = mux.mux(str(path), str(tmp / names["wav"]), str(tmp / names["video"]), info, mix)
+                with sw.stage("report_wait", stage_cb):
+                    report_s, keyframes = drawn.result()  # re-raises the report's (or the keyframes') error
+                    sw.timings["report"] = round(report_s, 4)
+            # The analysis as its cache entry records it: with the background keyframe decode's timing and warnings.
+            analysis_json = keyframes.record(an)
+
+            weight_files = dict(models.weight_files)
+            weight_files["music_model"] = str(model.path)
+            weight_files["soundfont"] = str(ctx.soundfont())
+            with sw.stage("hash_weights", stage_cb):
+                weights = hash_weights(weight_files, ctx.hashes)
+                weights["music_model"]["sha256_reported_by_model"] = model.sha256
+            fallbacks = dict(an.fallbacks)
+            timings = {f"analysis.{k}": v for k, v in {**an.timings_s, **keyframes.timings_s}.items()}
+            timings.update(sw.timings)
+            timings.update(ctx.load_timings)
+            timings["total"] = round(time.perf_counter() - t_start, 4)
+            plan_json = music_plan.to_json()
+            run = {
+                "schema": RUN_JSON_SCHEMA,
+                "bgmgen_version": __version__,
+                "versions": collect_versions(),
+                "command": ctx.command,
+                "created_unix": round(time.time(), 3),
+                "options": opts.to_json(),
+                "fingerprint": fingerprint,
+                "seed": opts.seed,
+                "input": ident,
+                "video": info.to_json(),
+                "analysis": analysis_json,
+                "plan": plan_json,
+                "tempo_bpm": plan_json.get("bpm"),
+                "bar_grid": {
+                    "bpm": plan_json.get("bpm"),
+                    "n_bars": plan_json.get("n_bars"),
+                    "n_beats": plan_json.get("n_beats"),
+                    "downbeat_times_s": plan_json.get("downbeat_times_s"),
+                },
+                "shots": analysis_json["shots"],
+                "captions": an.captions,
+                "mix": {"mode": mix, "reason": mix_reason},
+                "music_model": {"path": str(model.path), "sha256": model.sha256, "meta": model.meta,
+                                "device": str(model.device)},
+                "generation": {"seed": opts.seed, **settings.to_json(), "precision": model.precision,
+                               "convolutions": model.convolutions, "threads": generate.sampler_thread_count()},
+                "render": render_info,
+                "mux": mux_info,
+                "weights": weights,
+                "fallbacks": fallbacks,
+                "warnings": list(analysis_json["warnings"]),
+                "timings_s": timings,
+                "outputs": dict(names),
+            }
+            dump_json(run, tmp / names["run"])
+        ctx.hashes.save()
+        return {"duration_s": info.duration_s, "bpm": plan_json.get("bpm"), "key": plan_json.get("key"),
+                "mood": plan_json.get("mood"), "mix": mix, "cuts": len(an.cuts_s),
+                "timings": timings}
+    finally:
+        ahead.close()

@@ -175,12 +175,15 @@ def _quiet_fluidsynth_log(fluidsynth) -> None:
         set_log(level, None, None)
 
 
-def _midi_events(midi_path: Path) -> list[tuple[float, object]]:
-    """(absolute seconds, message) for every channel message, tempo map applied by mido."""
+def _midi_events(midi_path: Path, data: bytes | None = None) -> list[tuple[float, object]]:
+    """(absolute seconds, message) for every channel message, tempo map applied by mido; from the file,
+    or from `data` (the bytes of a MIDI file) when given."""
+    import io  # noqa: PLC0415
+
     import mido  # noqa: PLC0415
 
     try:
-        midi = mido.MidiFile(str(midi_path))
+        midi = mido.MidiFile(str(midi_path)) if data is None else mido.MidiFile(file=io.BytesIO(data))
     except (OSError, EOFError, ValueError, KeyError, IndexError) as err:
         raise InputError(f"{midi_path}: cannot read the MIDI file ({err or type(err).__name__}); regenerate it") from None
     events: list[tuple[float, object]] = []
@@ -240,6 +243,18 @@ def _is_note(msg) -> bool:
     return msg.type in ("note_on", "note_off")
 
 
+def render_length(duration_s: float) -> int:
+    """Samples of a render lasting `duration_s` seconds."""
+    return max(1, int(round(duration_s * SAMPLE_RATE)))
+
+
+def part_starts(n_samples: int) -> list[int]:
+    """First samples of a render's parts: up to RENDER_PARTS of at least RENDER_PART_S, on
+    FluidSynth's block grid; they depend on the length alone."""
+    n_parts = int(min(RENDER_PARTS, max(1, n_samples // int(RENDER_PART_S * SAMPLE_RATE))))
+    return [(n_samples * k // n_parts) // SYNTH_BLOCK * SYNTH_BLOCK for k in range(n_parts)]
+
+
 def render_parts(events: list[tuple[int, object]], n_samples: int) -> list[tuple[int, list[tuple[int, object]]]]:
     """Cut a render into parts that synthesise independently: [(first sample, events)].
 
@@ -251,8 +266,7 @@ def render_parts(events: list[tuple[int, object]], n_samples: int) -> list[tuple
     synthesizer has the state the whole piece would have. Parts start on FluidSynth's 64-sample block
     so their notes land on the grid of one whole render; a piece shorter than 2 x RENDER_PART_S is one
     part. The cut depends only on the piece, never on the machine."""
-    n_parts = int(min(RENDER_PARTS, max(1, n_samples // int(RENDER_PART_S * SAMPLE_RATE))))
-    starts = [(n_samples * k // n_parts) // SYNTH_BLOCK * SYNTH_BLOCK for k in range(n_parts)]
+    starts = part_starts(n_samples)
     parts: list[list[tuple[int, object]]] = [[] for _ in starts]
     guard = int(RESTRIKE_GUARD_S * SAMPLE_RATE)
     pedal_lifts: dict[int, list[int]] = {}  # channel -> samples at which the sustain pedal comes up
@@ -342,27 +356,124 @@ def render_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool) -> np.ndarray:
+def _event_samples(midi_path: Path, data: bytes | None = None) -> list[tuple[int, object]]:
+    """(sample, message) for every channel message of the MIDI file (or of its bytes `data`)."""
+    return [(int(round(t * SAMPLE_RATE)), msg) for t, msg in _midi_events(midi_path, data)]
+
+
+def _part_key(start: int, events) -> tuple:
+    """What a part's audio depends on: its first sample and its messages with their samples."""
+    return start, tuple((at, bytes(msg.bin())) for at, msg in events)
+
+
+class PartsAhead:
+    """Render parts synthesised while the piece is still being written (score.py: during generation,
+    on the core the sampler leaves free). `offer(make_midi, final_s)`: the piece so far (a function
+    that returns it as pretty_midi, run on this object's thread), of which everything before `final_s`
+    seconds is written; the parts that end MARGIN_S before that start. The render (`_synthesize`)
+    takes a part from here only when the finished piece has exactly the same part (its start and
+    every message, `_part_key`) and synthesises any other: a part's audio depends on nothing but its
+    messages (its own synthesizer), so the WAV is the same either way (tested)."""
+
+    MARGIN_S = RESTRIKE_GUARD_S + 2.0  # past a part's end: its notes have ended, no key of it is struck again
+
+    def __init__(self, duration_s: float, options: "RenderOptions"):
+        import concurrent.futures  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        self.soundfont, self.reverb = find_soundfont(options.soundfont), options.reverb
+        self.n_samples = render_length(duration_s)
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fluidsynth-ahead")
+        self.lock = threading.Lock()
+        self.offers: list[concurrent.futures.Future] = []  # building a piece's parts (quick)
+        self.started: dict[tuple, concurrent.futures.Future] = {}  # _part_key -> audio
+        self.offered_until = 0  # samples: parts ending before this were offered
+        self.used = 0  # parts the render took from here
+        starts = part_starts(self.n_samples)
+        self.end_of = dict(zip(starts, starts[1:]))  # part start -> end; the last one (the ending) is not done ahead
+
+    def _new_ends(self, final_s: float) -> list[int]:
+        ready = int((final_s - self.MARGIN_S) * SAMPLE_RATE)
+        return [end for end in self.end_of.values() if self.offered_until < end <= ready]
+
+    def wants(self, final_s: float) -> bool:
+        """Whether the piece written up to `final_s` s makes a part ready that no offer has."""
+        return bool(self._new_ends(final_s))
+
+    def offer(self, make_midi, final_s: float) -> None:
+        """Start the parts that the piece up to `final_s` s makes ready (nothing when none is new).
+        make_midi runs on this object's thread: it must not read what the writer changes next."""
+        new = self._new_ends(final_s)
+        if not new:
+            return
+        self.offered_until = max(new)
+        self.offers.append(self.pool.submit(self._start_parts, make_midi, self.offered_until))
+
+    def _start_parts(self, make_midi, ready: int) -> None:
+        import io  # noqa: PLC0415
+
+        buf = io.BytesIO()
+        make_midi().write(buf)
+        events = _event_samples(Path("<the piece so far>"), buf.getvalue())
+        fluidsynth = _import_fluidsynth()
+        _quiet_fluidsynth_log(fluidsynth)
+        for start, part_events in render_parts(events, self.n_samples):
+            end = self.end_of.get(start)
+            key = _part_key(start, part_events)
+            with self.lock:
+                if end is not None and end <= ready and key not in self.started:
+                    self.started[key] = self.pool.submit(_synthesize_part, fluidsynth, self.soundfont, self.reverb,
+                                                         start, part_events, self.n_samples)
+
+    def take(self, start: int, events):
+        """The audio of this part if it was synthesised (or is being) with exactly these messages, else
+        None (also when that synthesis failed: the render then does it and reports the error)."""
+        for offer in self.offers:
+            try:
+                offer.result()
+            except Exception:  # the render reads the finished piece itself and says what is wrong
+                pass
+        with self.lock:
+            future = self.started.pop(_part_key(start, events), None)
+        if future is None:
+            return None
+        try:
+            audio = future.result()
+        except Exception:
+            return None
+        self.used += 1
+        return audio
+
+    def close(self) -> None:
+        """Drop what was not taken: queued parts are cancelled, one under way finishes unused."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            self.started.clear()
+
+
+def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool,
+                ahead: PartsAhead | None = None) -> np.ndarray:
     """The MIDI file as float32 [n_samples, 2]: its parts (render_parts) synthesised on parallel
-    threads, one synthesizer each, and added up in a fixed order (so the bytes do not depend on the
-    thread count). Synthesis is linear in the notes, so the sum sounds as one synthesizer would;
-    it differs from a single synthesizer only in the phase of the reverb's delay-line modulation and
-    in float rounding."""
+    threads, one synthesizer each (or taken from `ahead` when synthesised there with the same
+    messages), and added up in a fixed order (so the bytes do not depend on the thread count).
+    Synthesis is linear in the notes, so the sum sounds as one synthesizer would; it differs from a
+    single synthesizer only in the phase of the reverb's delay-line modulation and in float rounding."""
     import concurrent.futures  # noqa: PLC0415
 
     fluidsynth = _import_fluidsynth()
     _quiet_fluidsynth_log(fluidsynth)
-    events = [(int(round(t * SAMPLE_RATE)), msg) for t, msg in _midi_events(midi_path)]
-    parts = render_parts(events, n_samples)
+    parts = render_parts(_event_samples(midi_path), n_samples)
     out = np.zeros((n_samples, N_CHANNELS), dtype=np.float32)
     if not parts:
         return out
     with concurrent.futures.ThreadPoolExecutor(min(render_threads(), len(parts)),
                                                thread_name_prefix="fluidsynth") as pool:
+        # Parts synthesised ahead first (they are done or nearly), so the rest has the threads.
+        taken = [ahead.take(start, part_events) if ahead else None for start, part_events in parts]
         rendered = [pool.submit(_synthesize_part, fluidsynth, soundfont, reverb, start, part_events, n_samples)
-                    for start, part_events in parts]
-        for (start, _), future in zip(parts, rendered):
-            audio = future.result()
+                    if audio is None else None for (start, part_events), audio in zip(parts, taken)]
+        for (start, _), audio, future in zip(parts, taken, rendered):
+            audio = audio if future is None else future.result()
             out[start:start + len(audio)] += audio
     return out
 
@@ -473,11 +584,13 @@ def _normalise(audio: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> tu
     return pcm, info
 
 
-def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions = RenderOptions()) -> dict:
+def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions = RenderOptions(),
+                ahead: PartsAhead | None = None) -> dict:
     """Render `midi_path` to a stereo 16-bit WAV of exactly `duration_s` seconds at SAMPLE_RATE.
+    ahead: parts synthesised while the piece was written (the same WAV with or without them).
 
     Returns {"lufs", "true_peak_dbtp", "duration_s", "soundfont", "sample_rate", "limited",
-    "raw_lufs", "render_s"}; "lufs" is None when the MIDI makes no sound.
+    "raw_lufs", "render_s", "parts_ahead"}; "lufs" is None when the MIDI makes no sound.
     """
     from scipy.io import wavfile  # noqa: PLC0415
 
@@ -488,8 +601,10 @@ def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions =
     if not (duration_s > 0 and np.isfinite(duration_s)):
         raise BgmgenError(f"{midi_path}: cannot render a duration of {duration_s!r} s; the video duration is unknown")
     soundfont = find_soundfont(options.soundfont)
-    n_samples = max(1, int(round(duration_s * SAMPLE_RATE)))
-    audio = _synthesize(midi_path, soundfont, n_samples, options.reverb)
+    n_samples = render_length(duration_s)
+    if ahead is not None and (ahead.n_samples, ahead.reverb, ahead.soundfont) != (n_samples, options.reverb, soundfont):
+        ahead = None  # synthesised for another render
+    audio = _synthesize(midi_path, soundfont, n_samples, options.reverb, ahead)
     _apply_fades(audio, options.fade_in_s, options.fade_out_s)
     pcm, info = _normalise(audio, options.target_lufs, options.true_peak_dbtp)
     del audio
@@ -508,6 +623,7 @@ def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions =
         "raw_lufs": round(info["raw_lufs"], 2) if info["raw_lufs"] is not None else None,
         "limited": info["limited"],
         "render_s": round(time.perf_counter() - t0, 3),
+        "parts_ahead": ahead.used if ahead is not None else 0,
     }
 
 

@@ -128,9 +128,13 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
                            steps: int = DEFAULT_STEPS, guidance: float | None = None,
                            present: dict[str, bool] | None = None, guide_groups: tuple[str, ...] | None = None,
                            strict_groove: bool = DEFAULT_STRICT_GROOVE, order: str = DEFAULT_ORDER,
-                           temperature: float = DEFAULT_TEMPERATURE, progress=None) -> np.ndarray:
+                           temperature: float = DEFAULT_TEMPERATURE, progress=None,
+                           written=None) -> np.ndarray:
     """Roll (2, n_beats * 4, 128) in {0, 1} for the given per-beat controls.
 
+    written(done_steps, roll_so_far): called after each window with the steps written so far and a
+    function that returns the roll as it stands (what follows is silent; a note held at the end may
+    still go on). For work that can start on the piece before it is complete (score.py: the render).
     Classifier-free guidance at scale `guidance` pushes away from a branch in which `guide_groups` are
     dropped (None: the model family's, SAMPLER_DEFAULTS_BY_ARCHITECTURE); groups not listed are in both
     branches, so they act at scale 1.
@@ -175,6 +179,8 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
             done_until = s0 + WINDOW_STEPS
             if progress:
                 progress(k + 1, len(starts))
+            if written and k + 1 < len(starts):
+                written(done_until, lambda: piece.roll(n_beats * STEPS_PER_BEAT, shift))
     return piece.roll(n_beats * STEPS_PER_BEAT, shift)
 
 
@@ -295,9 +301,11 @@ class SamplerSettings:
 
 
 def generate_roll(model: MusicModel, plan, *, seed: int = 0, settings: SamplerSettings = SamplerSettings(),
-                  progress=None) -> np.ndarray:
-    """Contract entry point (docs/CONTRACTS.md): MusicPlan -> roll (2, n_beats * 4, 128) in {0, 1}."""
-    return generate_from_controls(model, plan.controls, seed=seed, **asdict(settings), progress=progress)
+                  progress=None, written=None) -> np.ndarray:
+    """Contract entry point (docs/CONTRACTS.md): MusicPlan -> roll (2, n_beats * 4, 128) in {0, 1}.
+    written: see generate_from_controls."""
+    return generate_from_controls(model, plan.controls, seed=seed, **asdict(settings), progress=progress,
+                                  written=written)
 
 
 def clean_roll(roll: np.ndarray) -> np.ndarray:
