@@ -90,7 +90,8 @@ def one_run(video: Path, out: Path, extra: list[str]) -> dict:
     return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "timings": run["timings_s"],
             "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
             "fallbacks": run.get("fallbacks", {}), "bpm": run["plan"].get("bpm"),
-            "cuts": len(run["analysis"].get("cuts_s", [])), "duration_s": run["video"]["duration_s"]}
+            "cuts": len(run["analysis"].get("cuts_s", [])), "duration_s": run["video"]["duration_s"],
+            "parts_ahead": run["render"].get("parts_ahead", 0)}
 
 
 FLOOR_CODE = """
@@ -168,6 +169,7 @@ def main(argv=None) -> int:
         print(f"{'decode floor (decord 96x54 alone)':34s} {floor:8.2f}   wall / floor {ratio:.2f}x (target <= 4.5x)")
     print(f"{'CPU time (user+sys, all children)':34s} {statistics.median(r['cpu_s'] for r in runs):8.2f}")
     print(f"{'peak RSS of bgmgen (MB)':34s} {max(r['peak_rss_mb'] for r in runs):8.0f}")
+    print(f"{'render parts synthesised ahead':34s} {' / '.join(str(r['parts_ahead']) for r in runs)}")
     if runs[0]["fallbacks"]:
         print("fallbacks: " + "; ".join(f"{k}: {v}" for k, v in runs[0]["fallbacks"].items()))
     return 0
