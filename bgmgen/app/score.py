@@ -228,9 +228,13 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
 
     def written(done_steps: int, roll_so_far) -> None:
         final_s = start_s + done_steps * step_s
-        if ahead.wants(final_s):
+        if not ahead.wants(final_s):
+            return
+        try:
             roll_now = roll_so_far()  # here: the sampler goes on changing the piece once this returns
             ahead.offer(lambda: midi.roll_to_midi(roll_now, music_plan), final_s)
+        except Exception:  # only a head start is lost: the render synthesises every part it needs itself
+            pass
 
     try:
         with sw.stage("generate", stage_cb):
