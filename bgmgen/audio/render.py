@@ -439,24 +439,17 @@ class PartsAhead:
                     self.started[key] = self.pool.submit(_synthesize_part, fluidsynth, self.soundfont, self.reverb,
                                                          start, part_events, self.n_samples)
 
-    def take(self, start: int, events):
-        """The audio of this part if it was synthesised (or is being) with exactly these messages, else
-        None (also when that synthesis failed: the render then does it and reports the error)."""
+    def claim(self, start: int, events):
+        """The synthesis (a Future of the audio) of this part if it was started with exactly these
+        messages, else None. Waits only for the offers to have started their parts (quick)."""
         for offer in self.offers:
             try:
                 offer.result()
             except Exception:  # the render reads the finished piece itself and says what is wrong
                 pass
+        self.offers.clear()
         with self.lock:
-            future = self.started.pop(_part_key(start, events), None)
-        if future is None:
-            return None
-        try:
-            audio = future.result()
-        except Exception:
-            return None
-        self.used += 1
-        return audio
+            return self.started.pop(_part_key(start, events), None)
 
     def close(self) -> None:
         """Drop what was not taken: queued parts are cancelled, one under way finishes unused."""
@@ -482,13 +475,22 @@ def _synthesize(midi_path: Path, soundfont: Path, n_samples: int, reverb: bool,
         return out
     with concurrent.futures.ThreadPoolExecutor(min(render_threads(), len(parts)),
                                                thread_name_prefix="fluidsynth") as pool:
-        # Parts synthesised ahead first (they are done or nearly), so the rest has the threads.
-        taken = [ahead.take(start, part_events) if ahead else None for start, part_events in parts]
-        rendered = [pool.submit(_synthesize_part, fluidsynth, soundfont, reverb, start, part_events, n_samples)
-                    if audio is None else None for (start, part_events), audio in zip(parts, taken)]
-        for (start, _), audio, future in zip(parts, taken, rendered):
-            audio = audio if future is None else future.result()
-            out[start:start + len(audio)] += audio
+        def synthesize(start: int, part_events):
+            return pool.submit(_synthesize_part, fluidsynth, soundfont, reverb, start, part_events, n_samples)
+
+        claimed = [ahead.claim(start, part_events) if ahead else None for start, part_events in parts]
+        futures = [synthesize(*part) if done is None else done for part, done in zip(parts, claimed)]
+        for part, done, future in zip(parts, claimed, futures):
+            try:
+                audio = future.result()
+            except Exception:
+                if done is None:
+                    raise
+                audio = synthesize(*part).result()  # it failed ahead: here it runs again, or says why
+            else:
+                if done is not None:
+                    ahead.used += 1
+            out[part[0]:part[0] + len(audio)] += audio
     return out
 
 

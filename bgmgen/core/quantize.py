@@ -25,28 +25,28 @@ def quantize_linear_int8(module, *, inplace: bool = True):
         return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace)
 
 
-def bf16_convolutions_supported() -> bool:
-    """Whether this CPU has bfloat16 arithmetic (AVX-512 BF16 or AMX-BF16, as torch detects them).
-    Without it oneDNN emulates bfloat16 convolutions, slower than fp32."""
+def _cpu_has_any(*features: str) -> bool:
+    """Whether torch detects any of `features` on this CPU (torch.cpu.get_capabilities, torch >= 2.9)
+    and has oneDNN, which the reduced-precision convolutions run on."""
     import torch
 
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.9
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
     if get_capabilities is None or not torch.backends.mkldnn.is_available():
         return False
     caps = get_capabilities()
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return any(caps.get(f) for f in features)
+
+
+def bf16_convolutions_supported() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX-512 BF16 or AMX-BF16, as torch detects them).
+    Without it oneDNN emulates bfloat16 convolutions, slower than fp32."""
+    return _cpu_has_any("avx512_bf16", "amx_bf16")
 
 
 def int8_convolutions_supported() -> bool:
     """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8, as torch
     detects them), which oneDNN's uint8 x int8 convolutions need to beat bfloat16 ones."""
-    import torch
-
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.9
-    if get_capabilities is None or not torch.backends.mkldnn.is_available():
-        return False
-    caps = get_capabilities()
-    return bool(caps.get("avx512_vnni") or caps.get("avx_vnni") or caps.get("amx_int8"))
+    return _cpu_has_any("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def convolutions_to_bf16(module):

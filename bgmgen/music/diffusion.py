@@ -83,8 +83,7 @@ def ddim_sample(model, cond: torch.Tensor, segments: torch.Tensor, *, steps: int
     known_pm = known * 2 - 1 if known is not None else None
     guided = guidance != 1.0 and uncond is not None
     # the condition's embeddings and the SAC-Att bias do not change over the steps: computed once
-    encoded = (model.encode_condition(torch.cat([cond, uncond]), torch.cat([segments, segments])) if guided
-               else model.encode_condition(cond, segments))
+    encoded = model.encode_for_sampling(cond, segments, uncond if guided else None)
     for i in range(steps):
         t, t_next = ts[i], ts[i + 1]
         tb = t.expand(B)

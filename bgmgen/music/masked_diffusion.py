@@ -130,8 +130,7 @@ def sample(model, cond: torch.Tensor, segments: torch.Tensor, scheduler: MaskedS
     acc_masked = acc == ACC_MASK
     guided = guidance != 1.0 and uncond is not None
     # the condition's embeddings and the SAC-Att bias do not change over the steps: computed once
-    encoded = (model.encode_condition(torch.cat([cond, uncond]), torch.cat([segments, segments])) if guided
-               else model.encode_condition(cond, segments))
+    encoded = model.encode_for_sampling(cond, segments, uncond if guided else None)
     for i in range(scheduler.steps):
         tb = torch.full((B,), scheduler.noise_level(i), device=dev)
         if guided:

@@ -168,6 +168,14 @@ class ConditionedTransformer(nn.Module):
         return EncodedCondition(self.sem_embed(cond[..., self.sem_cols]), self.dyn_embed(cond[..., self.dyn_cols]),
                                 self.cross_bias(segments))
 
+    def encode_for_sampling(self, cond: torch.Tensor, segments: torch.Tensor,
+                            uncond: torch.Tensor | None = None) -> EncodedCondition:
+        """encode_condition once for a sampler's steps: of `cond`, or with `uncond` (guidance) of the
+        pair stacked [cond; uncond], as a guided forward takes it."""
+        if uncond is None:
+            return self.encode_condition(cond, segments)
+        return self.encode_condition(torch.cat([cond, uncond]), torch.cat([segments, segments]))
+
     def trunk(self, h: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, segments: torch.Tensor | None,
               encoded: EncodedCondition | None = None) -> torch.Tensor:
         """h: (B, 128, d) embedded roll; t: (B,) noise level in [0, 1]; cond: (B, 32, layout.dim);

@@ -317,7 +317,7 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
         periodicity=dict(mres.periodicity),
         sound=dict(sound),
         mood_evidence=evidence,
-        shot_detector=" ".join(str(v) for v in (detector.name, getattr(detector, "precision", "")) if v),
+        shot_detector=detector.label,
     )
     stem = cache_dir / key if options.use_cache and key and cache_dir is not None else None
 

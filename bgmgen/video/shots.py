@@ -211,6 +211,7 @@ class ShotDetector:
         self.model = build_transnet(device)
         self.fast = FastTransNetV2(self.model, self.precision)
         self.weight_files = {"transnetv2": str(transnet_weights_path())}
+        self.label = f"{self.name} {self.precision}"  # what made the probabilities (VideoAnalysis.shot_detector)
 
     def stream(self) -> ShotStream:
         """A ShotStream: feed frames while decoding, then finish() -> the same as predict()."""
@@ -271,8 +272,7 @@ class ShotDetector:
             raise ValueError(f"expected [n, {TN_H}, {TN_W}, 3] uint8 frames, got {frames.shape} {frames.dtype}")
         # Short videos: no window longer than needed (a multiple of the package's 50 kept frames, so a
         # clip of up to 50 frames is laid out exactly as the package does it).
-        pkg_keep = PACKAGE_WINDOW - 2 * CONTEXT
-        window = min(window, -(-n // pkg_keep) * pkg_keep + 2 * self.context)
+        window = min(window, -(-n // PACKAGE_KEEP) * PACKAGE_KEEP + 2 * self.context)
         keep = window - 2 * self.context
         pad_start, pad_end, starts = window_starts(n, window, self.context)
         x = torch.from_numpy(np.ascontiguousarray(frames))
@@ -399,6 +399,7 @@ class ShotStream:
         """[n] transition probability per frame, n = every frame added."""
         import collections
         import concurrent.futures
+        import functools
         import threading
 
         import torch
@@ -413,47 +414,52 @@ class ShotStream:
             torch.set_num_threads(self.threads)
             return np.zeros(0, np.float32) if n == 0 else d.predict(self.frames())
         _, _, starts = window_starts(n, d.window, d.context)
-        with self.lock:  # a window the worker finished or still runs is not handed out again
-            queue = collections.deque(("window", k) for k in range(len(starts))
-                                      if k not in self.results and k not in self.running)
-        # A window's near-threshold blocks go back to the front of the queue as tasks of their own, so
-        # that both threads share them: the last window's checks (a bf16 and maybe an fp32 run per
-        # block) otherwise ran on one core while the other sat idle (about 2 s on a 60 s clip).
+        # Tasks are functions of no argument. A window's near-threshold blocks go back to the front of
+        # the queue as tasks of their own, so that both threads share them: the last window's checks
+        # (a bf16 and maybe an fp32 run per block) otherwise ran on one core while the other sat idle
+        # (about 2 s on a 60 s clip).
         changed = threading.Condition(self.lock)
-        busy = [0]  # tasks under way: they may still queue blocks
+        busy = 0  # tasks under way: a window may still queue its blocks
         checked: dict[tuple[int, int], np.ndarray] = {}
 
-        def run(task) -> None:
-            k = task[1]
-            valid = max(0, min(self.keep, n - k * self.keep))
-            with torch.inference_mode():  # thread-local: entered in the thread that runs the task
-                if task[0] == "block":
-                    values = d.package_block(task[3], task[2], valid)
-                    with changed:
-                        checked[(k, task[2])] = values
-                    return
-                frames = self._window_frames(k, n)
-                probs = d.run_windows(frames[None], d.precision)
+        def valid(k: int) -> int:  # real frames among window k's kept ones
+            return max(0, min(self.keep, n - k * self.keep))
+
+        def run_block(k: int, b: int, frames: np.ndarray) -> None:
+            values = d.package_block(frames, b, valid(k))
+            with changed:
+                checked[(k, b)] = values
+
+        def run_window(k: int) -> None:
+            frames = self._window_frames(k, n)
+            probs = d.run_windows(frames[None], d.precision)
             with changed:
                 self.results[k] = probs
-                queue.extendleft(("block", k, b, frames) for b in reversed(d.blocks_to_check(probs, valid)))
+                queue.extendleft(functools.partial(run_block, k, b, frames)
+                                 for b in reversed(d.blocks_to_check(probs, valid(k))))
             if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
                 release_free_memory()
 
+        with self.lock:  # a window the worker finished or still runs is not handed out again
+            queue = collections.deque(functools.partial(run_window, k) for k in range(len(starts))
+                                      if k not in self.results and k not in self.running)
+
         def drain() -> None:
+            nonlocal busy
             while True:
                 with changed:
-                    while not queue and busy[0]:
+                    while not queue and busy:
                         changed.wait()
                     if not queue:
                         return
                     task = queue.popleft()
-                    busy[0] += 1
+                    busy += 1
                 try:
-                    run(task)
+                    with torch.inference_mode():  # thread-local: entered in the thread that runs the task
+                        task()
                 finally:
                     with changed:
-                        busy[0] -= 1
+                        busy -= 1
                         changed.notify_all()
 
         # Windows left after decoding run side by side, one torch thread each: TransNetV2's small
@@ -481,7 +487,7 @@ class ShotStream:
 class HistogramShotDetector:
     """Fallback when TransNetV2 cannot load: colour-histogram difference with an adaptive threshold."""
 
-    name = "histogram"
+    name = label = "histogram"
     weight_files: dict[str, str] = {}
 
     def predict(self, frames: np.ndarray, window: int | None = None) -> np.ndarray:

@@ -21,8 +21,6 @@ fusing the ReLU into the temporal convolutions (oneDNN post-op) were measured an
 
 from __future__ import annotations
 
-import warnings
-
 TN_H, TN_W = 27, 48  # TransNetV2's input size
 DILATIONS = (1, 2, 4, 8)  # TransNetV2's four temporal branches per DDCNN block
 UINT8_MAX = 255
@@ -180,8 +178,6 @@ class Int8Convolution:
 
         if x_scale is None:
             x, x_scale = self.quantize(x)
-        with warnings.catch_warnings():  # onednn ops are stable; silence any deprecation chatter
-            warnings.simplefilter("ignore")
-            return torch.ops.onednn.qconv2d_pointwise(
-                x, x_scale, 0, self.packed, self.w_scale, self.w_zero, None, [1, 1], [1, 1], [1, 1], 1,
-                1.0, 0, torch.bfloat16, "none", [], "")
+        return torch.ops.onednn.qconv2d_pointwise(
+            x, x_scale, 0, self.packed, self.w_scale, self.w_zero, None, [1, 1], [1, 1], [1, 1], 1,
+            1.0, 0, torch.bfloat16, "none", [], "")
