@@ -449,10 +449,11 @@ class SampledFrames:
 
 
 def sample_frames(info: VideoInfo, scan: ScanResult, keyframe_times: list[float],
-                  clip_times: np.ndarray) -> SampledFrames:
-    """One sparse decode at caption size; CLIP and report frames are resized from it."""
+                  clip_times: np.ndarray, threads: int = 2) -> SampledFrames:
+    """One sparse decode at caption size (`threads` decoding threads); CLIP and report frames are
+    resized from it."""
     times = np.concatenate([np.asarray(keyframe_times, np.float64), np.asarray(clip_times, np.float64)])
-    big = frames_at(info, scan, times, CAPTION_SIZE)
+    big = frames_at(info, scan, times, CAPTION_SIZE, threads)
     k = len(keyframe_times)
     caption, clip_big = big[:k], big[k:]
     return SampledFrames(caption=caption, report=_resize(caption, report_keyframe_size(info)),
