@@ -91,7 +91,9 @@ def one_run(video: Path, out: Path, extra: list[str]) -> dict:
             "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
             "fallbacks": run.get("fallbacks", {}), "bpm": run["plan"].get("bpm"),
             "cuts": len(run["analysis"].get("cuts_s", [])), "duration_s": run["video"]["duration_s"],
-            "parts_ahead": run["render"].get("parts_ahead", 0)}
+            "parts_ahead": run["render"].get("parts_ahead", 0),
+            "checks_during_generation": run["generation"].get("shot_checks_during_generation", 0),
+            "composed_again": run["generation"].get("composed_again_after_shot_checks", False)}
 
 
 FLOOR_CODE = """
@@ -170,6 +172,8 @@ def main(argv=None) -> int:
     print(f"{'CPU time (user+sys, all children)':34s} {statistics.median(r['cpu_s'] for r in runs):8.2f}")
     print(f"{'peak RSS of bgmgen (MB)':34s} {max(r['peak_rss_mb'] for r in runs):8.0f}")
     print(f"{'render parts synthesised ahead':34s} {' / '.join(str(r['parts_ahead']) for r in runs)}")
+    print(f"{'shot checks during generation':34s} {' / '.join(str(r['checks_during_generation']) for r in runs)}"
+          f"   (composed again: {' / '.join('yes' if r['composed_again'] else 'no' for r in runs)})")
     if runs[0]["fallbacks"]:
         print("fallbacks: " + "; ".join(f"{k}: {v}" for k, v in runs[0]["fallbacks"].items()))
     return 0

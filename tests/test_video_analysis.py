@@ -602,6 +602,31 @@ def test_streamed_checks_of_near_threshold_blocks_equal_predict():
             stream.add(frames[at:at + chunk])
         assert np.array_equal(stream.finish(), want)
 
+    # Deferred (score.py generates meanwhile): the provisional probabilities leave the blocks of the
+    # windows run after decoding unchecked, with one torch thread until the checks are over; the
+    # result is the same.
+    threads = torch.get_num_threads()
+    calls.clear()
+    stream = detector.stream()
+    stream.add(frames)
+    pending = stream.finish(defer_checks=True)
+    if pending.pending:
+        assert torch.get_num_threads() == 1
+    unchecked = pending.provisional != want
+    got = pending.result()
+    assert np.array_equal(got, want) and torch.get_num_threads() == threads
+    assert pending.pending >= 1 and unchecked.any(), "no check was left to the background"
+    near = np.zeros(len(want), bool)  # frames of blocks holding a marked frame
+    for i in (60, 400, 520, 130, 610):
+        near[i // 50 * 50:(i // 50 + 1) * 50] = True
+    assert not (unchecked & ~near).any()
+    # cancelled: nothing more runs, the thread count is back
+    stream = detector.stream()
+    stream.add(frames)
+    pending = stream.finish(defer_checks=True)
+    pending.cancel()
+    assert torch.get_num_threads() == threads and pending.checks.busy == 0 and not len(pending.checks)
+
 
 def test_streamed_shot_detection_equals_predict():
     """ShotStream (windows run while frames arrive) gives exactly ShotDetector.predict's probabilities,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import gc
 import shutil
 import threading
 import time
@@ -32,14 +33,40 @@ PREWARM_MODULES = ("torch", "scipy.signal", "scipy.ndimage", "scipy.io.wavfile",
 
 
 
-def _prewarm_imports() -> None:
+def _prewarm_imports(loading: tuple[concurrent.futures.Future, ...] = (), resume_collector: bool = False) -> None:
+    """Import what later stages need; then, with `resume_collector`, wait for `loading` (model loads)
+    and turn the cyclic garbage collector back on (see _pause_collector_for_startup)."""
     import importlib
 
-    for name in PREWARM_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception:  # the stage that needs it reports the problem itself
-            pass
+    try:
+        for name in PREWARM_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the stage that needs it reports the problem itself
+                pass
+        concurrent.futures.wait(loading)  # a failed load is the stage's to report
+    finally:
+        if resume_collector:
+            gc.freeze()  # what is alive now lives as long as the process: no later collection walks it
+            gc.enable()
+
+
+_collector_paused_once = False
+
+
+def _pause_collector_for_startup() -> bool:
+    """Pause the cyclic garbage collector while the process's first video imports torch, scipy and
+    matplotlib and loads its models: they only add objects that live as long as the process (~450,000),
+    and the collector walked them again and again as they arrived (0.73 s of collections, holding the
+    GIL, on a 60 s clip here; 0.07 s with the pause). _prewarm_imports resumes it and freezes them out
+    of later collections. Once per process: a batch's later videos, a web page's or a Ray worker's, run
+    with the collector as it is. True when paused (the caller hands the resumption to _prewarm_imports)."""
+    global _collector_paused_once
+    if _collector_paused_once or not gc.isenabled():
+        return False
+    _collector_paused_once = True
+    gc.disable()
+    return True
 
 
 # The options a context's loaded models depend on: contexts that share models agree on all of them.
@@ -129,6 +156,10 @@ class BatchContext:
         finally:
             self.load_timings["wait_music_model"] = round(time.perf_counter() - t0, 4)
 
+    def music_model_loading(self) -> concurrent.futures.Future | None:
+        """The music model's load under way or done (None before start_loading_music_model)."""
+        return self._loaded.music_model_loading
+
     def start_loading_music_model(self) -> None:
         """Load the music model in a background thread (reading the weights and the int8 conversion
         take about a second, mostly outside the GIL) while the analysis runs; music_model() waits."""
@@ -196,49 +227,77 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     from bgmgen.music import plan as plan_mod
     from bgmgen.video import analysis as analysis_mod
 
-    models = ctx.analysis_models()
-    ctx.start_loading_music_model()
-    # While the first pass decodes (C threads), import what later stages need: torch for the shot
-    # detector, scipy.signal for the loudness meter (~1 s each here), matplotlib for the report.
-    threading.Thread(target=_prewarm_imports, name="prewarm-imports", daemon=True).start()
-    with sw.stage("analysis", stage_cb):
-        # The report keyframes may still be decoding (in the background) when the analysis returns.
-        an, keyframe_job = analysis_mod.analyse_video_with_keyframes(
-            str(path), opts.analysis_options(), models=models, progress=lambda s: stage_cb(f"analysis: {s}"))
-    for stage, reason in sorted(an.fallbacks.items()):
-        ctx.note(f"{stage}: {reason}", console)
-    for w in an.warnings:
-        say(console, f"[yellow]warning:[/] {escape(path.name)}: {escape(w)}")
-
-    model = ctx.music_model()
-    with sw.stage("plan", stage_cb):
-        from bgmgen.music.plan import PlanOptions
-
-        music_plan = plan_mod.make_plan(an, PlanOptions(tempo=opts.tempo, mood=opts.mood, seed=opts.seed))
-    # Every sampler setting is explicit here, so run.json records what was used, not just what was asked.
-    settings = generate.SamplerSettings.with_overrides(
-        model.denoiser.architecture, steps=opts.steps, guidance=opts.guidance, guide_groups=opts.guide_groups,
-        strict_groove=not opts.loose_groove, order=opts.order,
-        temperature=opts.temperature)
-    # The render's parts that lie well inside what the sampler has written are synthesised meanwhile, on
-    # the core it leaves free; the render takes them only if the finished piece has the same notes there.
-    render_options = render.RenderOptions(soundfont=str(ctx.soundfont()))
-    ahead = render.PartsAhead(info.duration_s, render_options)
-    step_s, start_s = 60.0 / music_plan.bpm / STEPS_PER_BEAT, float(music_plan.start_s)
-
-    def written(done_steps: int, roll_so_far) -> None:
-        final_s = start_s + done_steps * step_s
-        if not ahead.wants(final_s):
-            return
-        try:
-            roll_now = roll_so_far()  # here: the sampler goes on changing the piece once this returns
-            ahead.offer(lambda: midi.roll_to_midi(roll_now, music_plan), final_s)
-        except Exception:  # only a head start is lost: the render synthesises every part it needs itself
-            pass
-
+    paused = _pause_collector_for_startup()
     try:
-        with sw.stage("generate", stage_cb):
-            roll = generate.generate_roll(model, music_plan, seed=opts.seed, settings=settings, written=written)
+        models = ctx.analysis_models()
+        ctx.start_loading_music_model()
+    finally:
+        # While the first pass decodes (C threads), import what later stages need: torch for the shot
+        # detector, scipy.signal for the loudness meter (~1 s each here), matplotlib for the report.
+        loading = tuple(f for f in (ctx.music_model_loading(),) if f is not None)
+        threading.Thread(target=_prewarm_imports, args=(loading, paused), name="prewarm-imports",
+                         daemon=True).start()
+    with sw.stage("analysis", stage_cb):
+        # Provisional while the shot detector's near-threshold checks still run, in the background on
+        # the core the sampler leaves free; settled after generation (below). The report keyframes may
+        # still be decoding (in the background) then.
+        pending = analysis_mod.analyse_video_provisional(
+            str(path), opts.analysis_options(), models=models, progress=lambda s: stage_cb(f"analysis: {s}"))
+
+    from bgmgen.music.plan import PlanOptions
+
+    plan_options = PlanOptions(tempo=opts.tempo, mood=opts.mood, seed=opts.seed)
+    render_options = render.RenderOptions(soundfont=str(ctx.soundfont()))
+    ahead = None
+    try:
+        model = ctx.music_model()
+        with sw.stage("plan", stage_cb):
+            music_plan = plan_mod.make_plan(pending.analysis, plan_options)
+        # Every sampler setting is explicit here, so run.json records what was used, not just what was asked.
+        settings = generate.SamplerSettings.with_overrides(
+            model.denoiser.architecture, steps=opts.steps, guidance=opts.guidance, guide_groups=opts.guide_groups,
+            strict_groove=not opts.loose_groove, order=opts.order,
+            temperature=opts.temperature)
+
+        def compose():
+            """The piece for music_plan. The render's parts that lie well inside what the sampler has
+            written are synthesised meanwhile, on the core it leaves free; the render takes them only if
+            the finished piece has the same notes there."""
+            nonlocal ahead
+            if ahead is not None:
+                ahead.close()
+            ahead = render.PartsAhead(info.duration_s, render_options)
+            parts_ahead, plan = ahead, music_plan
+            step_s, start_s = 60.0 / plan.bpm / STEPS_PER_BEAT, float(plan.start_s)
+
+            def written(done_steps: int, roll_so_far) -> None:
+                final_s = start_s + done_steps * step_s
+                if not parts_ahead.wants(final_s):
+                    return
+                try:
+                    roll_now = roll_so_far()  # here: the sampler goes on changing the piece once this returns
+                    parts_ahead.offer(lambda: midi.roll_to_midi(roll_now, plan), final_s)
+                except Exception:  # only a head start is lost: the render synthesises every part it needs itself
+                    pass
+
+            with sw.stage("generate", stage_cb):
+                return generate.generate_roll(model, plan, seed=opts.seed, settings=settings, written=written)
+
+        roll = compose()
+        # The final analysis. Its plan is the provisional one unless a check moved a frame across the
+        # threshold (the cut list) in a way the plan sees: then the piece is written again for it.
+        an, keyframe_job = pending.settle()
+        with sw.stage("plan", stage_cb):
+            final_plan = plan_mod.make_plan(an, plan_options)
+        recomposed = final_plan.to_json() != music_plan.to_json()
+        if recomposed:
+            music_plan = final_plan
+            roll = compose()
+        for stage, reason in sorted(an.fallbacks.items()):
+            ctx.note(f"{stage}: {reason}", console)
+        for w in an.warnings:
+            say(console, f"[yellow]warning:[/] {escape(path.name)}: {escape(w)}")
+
         with sw.stage("midi", stage_cb):
             pm = midi.roll_to_midi(roll, music_plan)
 
@@ -317,6 +376,8 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
                 "music_model": {"path": str(model.path), "sha256": model.sha256, "meta": model.meta,
                                 "device": str(model.device)},
                 "generation": {"seed": opts.seed, **settings.to_json(), "precision": model.precision,
+                               "shot_checks_during_generation": pending.pending_checks,
+                               "composed_again_after_shot_checks": recomposed,
                                "convolutions": model.convolutions, "threads": generate.sampler_thread_count()},
                 "render": render_info,
                 "mux": mux_info,
@@ -332,4 +393,6 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
                 "mood": plan_json.get("mood"), "mix": mix, "cuts": len(an.cuts_s),
                 "timings": timings}
     finally:
-        ahead.close()
+        pending.cancel()  # the checks, when something failed before they settled
+        if ahead is not None:
+            ahead.close()

@@ -35,6 +35,7 @@ from bgmgen.core.assets import checkout_soundfont_dir
 from bgmgen.core.constants import SAMPLE_RATE, TARGET_LUFS, TRUE_PEAK_DBTP
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
 from bgmgen.core.files import atomic_path
+from bgmgen.core.threads import lower_thread_priority
 
 N_CHANNELS = 2  # stereo output
 SOUNDFONT_ENV = "BGMGEN_SOUNDFONT"
@@ -369,16 +370,6 @@ def _part_key(start: int, events) -> tuple:
 AHEAD_NICENESS = 10  # the parts done ahead take the CPU the sampler and the keyframe decode leave
 
 
-def _lower_thread_priority() -> None:
-    """Lower the calling thread's scheduling priority (Linux: a thread has its own nice value)."""
-    import threading  # noqa: PLC0415
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
-    except (AttributeError, OSError):  # not Linux, or not allowed: the work is the same, only its priority
-        pass
-
-
 class PartsAhead:
     """Render parts synthesised while the piece is still being written (score.py: during generation,
     on the core the sampler leaves free). `offer(make_midi, final_s)`: the piece so far (a function
@@ -397,7 +388,7 @@ class PartsAhead:
         self.soundfont, self.reverb = find_soundfont(options.soundfont), options.reverb
         self.n_samples = render_length(duration_s)
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fluidsynth-ahead",
-                                                          initializer=_lower_thread_priority)
+                                                          initializer=lower_thread_priority, initargs=(AHEAD_NICENESS,))
         self.lock = threading.Lock()
         self.offers: list[concurrent.futures.Future] = []  # building a piece's parts (quick)
         self.started: dict[tuple, concurrent.futures.Future] = {}  # _part_key -> audio

@@ -6,7 +6,9 @@
 `analyse_video(path, options, models)` returns a `VideoAnalysis` (frozen, complete);
 `analyse_video_with_keyframes` returns it with the report keyframes as a `KeyframeJob` (result.py),
 which with `AnalysisOptions.defer_keyframes` (and neither CLIP nor BLIP needing frames) decodes them
-in a background thread while later stages run. `AnalysisModels` holds TransNetV2 and the semantic
+in a background thread while later stages run. `analyse_video_provisional` (what `bgmgen score`
+uses) returns as soon as the shot detector's fast pass is done: the analysis of those probabilities,
+while the checks of near-threshold frames run in the background, and `settle()` for the final one. `AnalysisModels` holds TransNetV2 and the semantic
 models for a whole batch. The options are in options.py.
 
 Cache: one entry per (file content, analysis version, options that change the result), stored as
@@ -27,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,6 +38,7 @@ import numpy as np
 
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError, one_line
 from bgmgen.core.files import content_sha256, user_cache_dir
+from bgmgen.core.threads import lower_thread_priority
 from bgmgen.core.timing import Stopwatch
 from bgmgen.video import motion as motion_mod
 from bgmgen.video import semantic
@@ -44,6 +48,9 @@ from bgmgen.video.decode import FrameChunk, scan_small
 from bgmgen.video.options import NOT_IN_CACHE_KEY, AnalysisOptions
 from bgmgen.video.probe import probe
 from bgmgen.video.result import ANALYSIS_VERSION, KeyframeJob, Keyframes, VideoAnalysis, load_entry, save_entry
+
+# The nice value the deferred keyframe decode adds to its thread (see shots.CHECKS_NICENESS).
+KEYFRAMES_NICENESS = 10
 
 # ------------------------------------------------------------------------------------------- models
 
@@ -140,15 +147,17 @@ class _PassOne:
         if self.stream is not None:
             self.stream.cancel()
 
-    def predict(self) -> np.ndarray:
+    def predict(self, defer_checks: bool = False) -> shots_mod.PendingChecks:
+        """The transition probabilities, final or with near-threshold checks still running (defer_checks)."""
         if self.stream is None:
             self._start_stream()  # the detector was still loading when decoding ended
         if self.stream is not None:
-            return self.stream.finish()
+            pending = self.stream.finish(defer_checks=defer_checks)
+            return pending if defer_checks else shots_mod.PendingChecks.settled(pending)
         empty = np.zeros((0, shots_mod.TN_H, shots_mod.TN_W, 3), np.uint8)
         probs = self.detector.result().predict(np.concatenate(self.tn) if self.tn else empty)
         self.tn.clear()
-        return probs
+        return shots_mod.PendingChecks.settled(probs)
 
 
 def _shot_bounds(cut_frames: list[int], times: np.ndarray, duration: float) -> tuple[list[float], list]:
@@ -171,6 +180,41 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
     The keyframes come done, except with `options.defer_keyframes` when neither CLIP nor BLIP needs
     frames: then a background thread decodes them while later stages run, and writes the cache
     entry once they are in (`KeyframeJob.result()` waits for both)."""
+    return analyse_video_provisional(path, options, models, progress, defer_checks=False).settle()
+
+
+@dataclasses.dataclass
+class ProvisionalAnalysis:
+    """analyse_video_provisional's result.
+
+    `analysis`: made from the shot probabilities as the fast pass left them, while `pending_checks`
+    near-threshold blocks are still being checked in the background (0: it is the final analysis).
+    `settle()` -> (the final analysis, its report keyframes), exactly what analyse_video_with_keyframes
+    returns. `cancel()` drops the checks."""
+
+    analysis: VideoAnalysis
+    pending_checks: int
+    _settle: Callable[[], tuple[VideoAnalysis, KeyframeJob]]
+    _cancel: Callable[[], None] = lambda: None
+
+    def settle(self) -> tuple[VideoAnalysis, KeyframeJob]:
+        return self._settle()
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
+def analyse_video_provisional(path, options: AnalysisOptions | None = None, models: AnalysisModels | None = None,
+                              progress: Callable[[str], None] | None = None,
+                              defer_checks: bool = True) -> ProvisionalAnalysis:
+    """The analysis as soon as the shot detector's fast pass is done (see ProvisionalAnalysis).
+
+    With `defer_checks` (and only where nothing else waits on the probabilities: keyframes deferred,
+    no CLIP or BLIP to feed), the checks of near-threshold blocks still running when decoding ends are
+    left to a background thread, so that the caller can start on the provisional analysis (score.py
+    plans and generates meanwhile, on one core) and compare once settled. A check moves a frame
+    across the threshold only if the fast pass put it within the verify margin, so the final cut list
+    is usually the provisional one."""
     options = options or AnalysisOptions()
     sw = Stopwatch()
     timings = sw.timings
@@ -194,7 +238,8 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
             hit_timings = {"analysis_computed_s": sum(cached.timings_s.values()), **timings}
             cached = dataclasses.replace(cached, info=info,  # the path may differ (same content elsewhere)
                                          cache={"key": key, "hit": True, "path": str(stem)}, timings_s=hit_timings)
-            return cached, KeyframeJob.finished(Keyframes(frames))
+            done = (cached, KeyframeJob.finished(Keyframes(frames)))
+            return ProvisionalAnalysis(cached, 0, lambda: done)
 
     models = models or AnalysisModels(options)
     warnings: list[str] = []
@@ -227,98 +272,106 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
         warnings.append(f"analysed every {scan.step}th frame ({info.fps:.3g} fps -> {info.fps / scan.step:.3g} fps)")
     times = scan.times_s
 
+    sem = models.semantic
+    with sw.stage("clip", progress):  # loads CLIP when its weights are there
+        # The report keyframes are only shown (not captioned, no CLIP frames): their decode can wait for
+        # the final probabilities, and so can everything else that reads them.
+        report_only = sem.clip() is None and sem.blip() is None
+    deferred = options.defer_keyframes and report_only
     with sw.stage("shots", progress):
-        probs = pass1.predict()
-        cut_frames = shots_mod.cut_frames_from_predictions(probs)
+        pending = pass1.predict(defer_checks=defer_checks and deferred)
         del pass1
         attempts.clear()  # frees the frames the consumers held
     if "shots" in models.fallbacks:
         fallbacks["shots"] = models.fallbacks["shots"]
     duration = max(info.duration_s, float(times[-1]) if len(times) else 0.0)
-    cuts_s, shots = _shot_bounds(cut_frames, times, duration)
-    frame_edges = [0, *cut_frames, len(times)]
-    shot_frames = [(frame_edges[i], frame_edges[i + 1]) for i in range(len(frame_edges) - 1)]
-
-    with sw.stage("motion", progress):
-        mres = motion_mod.motion_curves(times, stats["diff"], cut_frames, probs, stats["local"], stats["energy"])
-        pstats = motion_mod.picture_stats(stats, shot_frames)
-        clip_times = motion_mod.clip_sample_times(float(times[-1]) + 1e-3 if len(times) else info.duration_s)
-
-    sem = models.semantic
-    with sw.stage("clip", progress):
-        if sem.clip() is None:  # no CLIP: do not decode its 1 fps frames (a second pass over the file)
-            clip_times = clip_times[:0]
-    report_only = len(clip_times) == 0 and sem.blip() is None  # the keyframes are only shown, not captioned
-    deferred = options.defer_keyframes and report_only
-    # Captions want each shot's stillest middle frame; a picture that is only shown may be an I-frame
-    # of the shot, which decodes for a fraction of the cost, and only the shots wide enough to show one
-    # in the report (the longest MAX_REPORT_KEYFRAMES) get a picture.
-    shown = motion_mod.shown_shots(shot_frames) if report_only else list(range(len(shot_frames)))
-    key_idx = motion_mod.keyframe_indices(mres.motion_abs, [shot_frames[i] for i in shown],
-                                          scan.standalone if report_only else None, probs)
-    keyframe_times = [round(float(times[i]), 4) for i in key_idx]
-    if deferred:
-        sampled = motion_mod.SampledFrames.empty(info, keyframe_times, clip_times)
-    else:
-        with sw.stage("keyframes", progress):
-            sampled = motion_mod.sample_frames(info, scan, keyframe_times, clip_times)
-        for w in scan.warnings:
-            if w not in warnings:
-                warnings.append(w)
-
-    with sw.stage("clip", progress):
-        clip_emb = semantic.clip_embed(sem, sampled.clip)
-    with sw.stage("caption", progress):
-        durations = [b - a for a, b in shots]
-        captions = semantic.caption_frames(sem, sampled.caption, durations=durations)
-    with sw.stage("text", progress):
-        cap_emb = semantic.embed_texts(sem, captions) if captions else None
     with sw.stage("sound", progress):
         try:
             sound = sound_mod.sound_features(info)
         except BgmgenError as err:  # an audio stream that does not decode: no sound evidence
             sound = {}
             warnings.append(f"original sound not analysed ({one_line(str(err))[:160]})")
-    with sw.stage("mood", progress):
-        cuts_per_s = motion_mod.cuts_per_second(len(cuts_s), duration)
-        mood_scores, mood_source, evidence = semantic.estimate_mood_with_evidence(
-            sem, caption_embeddings=cap_emb, clip_embeddings=clip_emb, picture_stats=pstats,
-            motion_abs=mres.motion_abs, shot_weights=durations, cuts_per_s=cuts_per_s, sound=sound,
-            periodic=mres.periodicity.get("strength", 0.0))
-    fallbacks.update(sem.fallbacks)
-    if options.require_semantic and (clip_emb is None or captions is None):
-        missing = ", ".join(n for n, v in (("CLIP", clip_emb), ("BLIP", captions)) if v is None)
-        reason = "; ".join(f"{k}: {v}" for k, v in fallbacks.items() if k != "shots")
-        raise MissingDependencyError(f"{info.path}: --require-semantic is set but {missing} is unavailable"
-                                     + (f" ({reason})" if reason else ""))
-    models.weight_files.update(sem.weight_files)
 
-    result = VideoAnalysis(
-        info=info,
-        cuts_s=cuts_s,
-        shots=shots,
-        motion_times_s=times.astype(np.float64),
-        motion=mres.motion,
-        motion_abs=mres.motion_abs,
-        onsets=mres.onsets,
-        keyframe_times_s=sampled.keyframe_times_s,
-        picture_stats=pstats,
-        clip_embeddings=None if clip_emb is None else np.asarray(clip_emb, np.float32),
-        clip_times_s=None if clip_emb is None else sampled.clip_times_s,
-        captions=list(captions) if captions else None,
-        caption_embeddings=None if cap_emb is None else np.asarray(cap_emb, np.float32),
-        mood_scores=dict(mood_scores),
-        mood_source=str(mood_source),
-        fallbacks=fallbacks,
-        timings_s=timings,
-        warnings=warnings,
-        shot_probabilities=probs.astype(np.float32),
-        cache={"key": key, "hit": False, "path": None},
-        periodicity=dict(mres.periodicity),
-        sound=dict(sound),
-        mood_evidence=evidence,
-        shot_detector=detector.label,
-    )
+    def from_probabilities(probs: np.ndarray):
+        """Everything that follows from the shot probabilities: (analysis, keyframe times, CLIP sample
+        times, the sampled frames: none yet when their decode is deferred)."""
+        cut_frames = shots_mod.cut_frames_from_predictions(probs)
+        cuts_s, shots = _shot_bounds(cut_frames, times, duration)
+        frame_edges = [0, *cut_frames, len(times)]
+        shot_frames = [(frame_edges[i], frame_edges[i + 1]) for i in range(len(frame_edges) - 1)]
+        notes = list(warnings)
+
+        with sw.stage("motion", progress):
+            mres = motion_mod.motion_curves(times, stats["diff"], cut_frames, probs, stats["local"], stats["energy"])
+            pstats = motion_mod.picture_stats(stats, shot_frames)
+            clip_times = motion_mod.clip_sample_times(float(times[-1]) + 1e-3 if len(times) else info.duration_s)
+        if sem.clip() is None:  # no CLIP: do not decode its 1 fps frames (a second pass over the file)
+            clip_times = clip_times[:0]
+        # Captions want each shot's stillest middle frame; a picture that is only shown may be an I-frame
+        # of the shot, which decodes for a fraction of the cost, and only the shots wide enough to show one
+        # in the report (the longest MAX_REPORT_KEYFRAMES) get a picture.
+        shown = motion_mod.shown_shots(shot_frames) if report_only else list(range(len(shot_frames)))
+        key_idx = motion_mod.keyframe_indices(mres.motion_abs, [shot_frames[i] for i in shown],
+                                              scan.standalone if report_only else None, probs)
+        keyframe_times = [round(float(times[i]), 4) for i in key_idx]
+        if deferred:
+            sampled = motion_mod.SampledFrames.empty(info, keyframe_times, clip_times)
+        else:
+            with sw.stage("keyframes", progress):
+                sampled = motion_mod.sample_frames(info, scan, keyframe_times, clip_times)
+            for w in scan.warnings:
+                if w not in notes:
+                    notes.append(w)
+
+        with sw.stage("clip", progress):
+            clip_emb = semantic.clip_embed(sem, sampled.clip)
+        with sw.stage("caption", progress):
+            durations = [b - a for a, b in shots]
+            captions = semantic.caption_frames(sem, sampled.caption, durations=durations)
+        with sw.stage("text", progress):
+            cap_emb = semantic.embed_texts(sem, captions) if captions else None
+        with sw.stage("mood", progress):
+            cuts_per_s = motion_mod.cuts_per_second(len(cuts_s), duration)
+            mood_scores, mood_source, evidence = semantic.estimate_mood_with_evidence(
+                sem, caption_embeddings=cap_emb, clip_embeddings=clip_emb, picture_stats=pstats,
+                motion_abs=mres.motion_abs, shot_weights=durations, cuts_per_s=cuts_per_s, sound=sound,
+                periodic=mres.periodicity.get("strength", 0.0))
+        fallbacks.update(sem.fallbacks)
+        if options.require_semantic and (clip_emb is None or captions is None):
+            missing = ", ".join(n for n, v in (("CLIP", clip_emb), ("BLIP", captions)) if v is None)
+            reason = "; ".join(f"{k}: {v}" for k, v in fallbacks.items() if k != "shots")
+            raise MissingDependencyError(f"{info.path}: --require-semantic is set but {missing} is unavailable"
+                                         + (f" ({reason})" if reason else ""))
+        models.weight_files.update(sem.weight_files)
+
+        result = VideoAnalysis(
+            info=info,
+            cuts_s=cuts_s,
+            shots=shots,
+            motion_times_s=times.astype(np.float64),
+            motion=mres.motion,
+            motion_abs=mres.motion_abs,
+            onsets=mres.onsets,
+            keyframe_times_s=sampled.keyframe_times_s,
+            picture_stats=pstats,
+            clip_embeddings=None if clip_emb is None else np.asarray(clip_emb, np.float32),
+            clip_times_s=None if clip_emb is None else sampled.clip_times_s,
+            captions=list(captions) if captions else None,
+            caption_embeddings=None if cap_emb is None else np.asarray(cap_emb, np.float32),
+            mood_scores=dict(mood_scores),
+            mood_source=str(mood_source),
+            fallbacks=dict(fallbacks),
+            timings_s=timings,  # the run's stopwatch: later stages (checks, cache) add to it
+            warnings=notes,
+            shot_probabilities=probs.astype(np.float32),
+            cache={"key": key, "hit": False, "path": None},
+            periodicity=dict(mres.periodicity),
+            sound=dict(sound),
+            mood_evidence=evidence,
+            shot_detector=detector.label,
+        )
+        return result, keyframe_times, clip_times, sampled
+
     stem = cache_dir / key if options.use_cache and key and cache_dir is not None else None
 
     def save(analysis: VideoAnalysis, frames: np.ndarray, watch: Stopwatch, late: list[str]) -> str | None:
@@ -333,24 +386,70 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
                 late.append(f"analysis cache not written ({err.strerror or err})")
                 return None
 
-    if not deferred:
-        saved = save(result, sampled.report, sw, warnings)
-        if saved:
-            result = dataclasses.replace(result, cache={**result.cache, "path": saved})
-        return result, KeyframeJob.finished(Keyframes(sampled.report))
+    def decode_report_frames(keyframe_times, clip_times) -> concurrent.futures.Future:
+        """Start decoding the report keyframes in a thread: a future of (frames, seconds it took)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
 
-    def decode_keyframes() -> Keyframes:
-        """In the keyframe thread: decode, then write the cache entry of the analysis with them."""
-        watch = Stopwatch()
-        with watch.stage("keyframes_deferred"):
-            frames = motion_mod.sample_frames(info, scan, keyframe_times, clip_times).report
-        late = [w for w in scan.warnings if w not in result.warnings]
-        complete = dataclasses.replace(result, timings_s={**result.timings_s, **watch.timings},
-                                       warnings=[*result.warnings, *late])
-        path = save(complete, frames, watch, late)
-        return Keyframes(frames, timings_s=watch.timings, warnings=late, cache_path=path)
+        def run() -> None:
+            # Below the shot checks: the keyframes are wanted only by the report, drawn during the render.
+            lower_thread_priority(KEYFRAMES_NICENESS)
+            try:
+                t0 = time.perf_counter()
+                # One decoding thread: the sampler (one thread) runs meanwhile and needs the other core.
+                frames = motion_mod.sample_frames(info, scan, keyframe_times, clip_times, threads=1).report
+                future.set_result((frames, time.perf_counter() - t0))
+            except BaseException as err:  # noqa: BLE001 - handed to whoever waits
+                future.set_exception(err)
 
-    return result, KeyframeJob.start(decode_keyframes)
+        threading.Thread(target=run, name="keyframes", daemon=True).start()
+        return future
+
+    def finished(result: VideoAnalysis, keyframe_times, clip_times, sampled,
+                 decoding: concurrent.futures.Future | None = None) -> tuple[VideoAnalysis, KeyframeJob]:
+        """The analysis with its keyframes: decoded already (saved here), or deferred to a thread
+        (`decoding`: their decode, when already started for these keyframe times)."""
+        if not deferred:
+            saved = save(result, sampled.report, sw, result.warnings)
+            if saved:
+                result = dataclasses.replace(result, cache={**result.cache, "path": saved})
+            return result, KeyframeJob.finished(Keyframes(sampled.report))
+        decoding = decoding or decode_report_frames(keyframe_times, clip_times)
+
+        def decode_keyframes() -> Keyframes:
+            """In the keyframe thread: the decode's frames, then the cache entry of the analysis with them."""
+            watch = Stopwatch()
+            frames, seconds = decoding.result()
+            watch.timings["keyframes_deferred"] = round(seconds, 4)
+            late = [w for w in scan.warnings if w not in result.warnings]
+            complete = dataclasses.replace(result, timings_s={**result.timings_s, **watch.timings},
+                                           warnings=[*result.warnings, *late])
+            path = save(complete, frames, watch, late)
+            return Keyframes(frames, timings_s=watch.timings, warnings=late, cache_path=path)
+
+        return result, KeyframeJob.start(decode_keyframes)
+
+    try:
+        first = from_probabilities(pending.provisional)
+    except BaseException:
+        pending.cancel()
+        raise
+    if not pending.pending:
+        done = finished(*first)
+        return ProvisionalAnalysis(done[0], 0, lambda: done)
+    # The keyframes the provisional analysis picked start decoding now: the final one usually picks the same.
+    early = decode_report_frames(first[1], first[2])
+    outcome: list[tuple[VideoAnalysis, KeyframeJob]] = []
+
+    def settle() -> tuple[VideoAnalysis, KeyframeJob]:
+        if not outcome:
+            with sw.stage("shot_checks", progress):  # what was left of the checks when asked
+                probs = pending.result()
+            again = from_probabilities(probs)
+            same_keyframes = again[1] == first[1] and np.array_equal(again[2], first[2])
+            outcome.append(finished(*again, early if same_keyframes else None))
+        return outcome[0]
+
+    return ProvisionalAnalysis(first[0], pending.pending, settle, pending.cancel)
 
 
 __all__ = [

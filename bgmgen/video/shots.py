@@ -50,10 +50,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from bgmgen.core.threads import lower_thread_priority
 from bgmgen.video.transnet_cpu import TN_H, TN_W, FastTransNetV2
 
 PACKAGE_WINDOW, CONTEXT = 100, 25  # the package: 100-frame windows, 25 frames of context each side
@@ -67,6 +69,8 @@ VERIFY_MARGINS = {"bf16": 0.06, "int8": 0.08, "fp32": 0.06}
 # The same for the package's layout in bf16 (largest seen 0.013): a block with a frame this close
 # after that run goes on to fp32.
 LAYOUT_MARGIN = 0.025
+# The nice value deferred checks add to their thread: the sampler beside them sets the pace (score.py).
+CHECKS_NICENESS = 5
 STAGE_VERSION = "shots-4"  # bump when the detector's output can change
 
 
@@ -309,7 +313,8 @@ class ShotStream:
     core. `finish()` (decoding is over) runs every window not done yet, as many side by side as torch
     had threads before, one thread each, and each window's near-threshold blocks as tasks of their
     own; the worker joins them once the window it has under way is done (waiting for it first left a
-    core idle for a whole window). Each window sees exactly the
+    core idle for a whole window). `finish(defer_checks=True)` leaves those checks to a PendingChecks
+    instead, so that the caller can go on meanwhile. Each window sees exactly the
     frames `ShotDetector.predict` gives it (the padding repeats the first and last frame), so the
     probabilities are the same (tested); videos too short for a full window go to `predict`.
     """
@@ -395,12 +400,14 @@ class ShotStream:
         probs = d.run_windows(frames[None], d.precision)
         return d.with_package_values(probs, frames, valid)
 
-    def finish(self) -> np.ndarray:
-        """[n] transition probability per frame, n = every frame added."""
-        import collections
+    def finish(self, defer_checks: bool = False):
+        """[n] transition probability per frame, n = every frame added.
+
+        With `defer_checks`, a PendingChecks instead: the near-threshold blocks of the windows run
+        here are left unchecked in its `provisional` probabilities and checked in the background;
+        its result() is what finish() returns."""
         import concurrent.futures
         import functools
-        import threading
 
         import torch
 
@@ -412,55 +419,43 @@ class ShotStream:
         if n == 0 or self.scheduled == 0:  # nothing, or too short to have started a window
             self._join_worker()
             torch.set_num_threads(self.threads)
-            return np.zeros(0, np.float32) if n == 0 else d.predict(self.frames())
+            probs = np.zeros(0, np.float32) if n == 0 else d.predict(self.frames())
+            return PendingChecks.settled(probs) if defer_checks else probs
         _, _, starts = window_starts(n, d.window, d.context)
-        # Tasks are functions of no argument. A window's near-threshold blocks go back to the front of
-        # the queue as tasks of their own, so that both threads share them: the last window's checks
-        # (a bf16 and maybe an fp32 run per block) otherwise ran on one core while the other sat idle
-        # (about 2 s on a 60 s clip).
-        changed = threading.Condition(self.lock)
-        busy = 0  # tasks under way: a window may still queue its blocks
+        # A window's near-threshold blocks go back to the front of the queue as tasks of their own, so
+        # that both threads share them: the last window's checks (a bf16 and maybe an fp32 run per
+        # block) otherwise ran on one core while the other sat idle (about 2 s on a 60 s clip).
+        # Deferred, they wait in `later` for PendingChecks.
         checked: dict[tuple[int, int], np.ndarray] = {}
+        later: list = []
 
         def valid(k: int) -> int:  # real frames among window k's kept ones
             return max(0, min(self.keep, n - k * self.keep))
 
         def run_block(k: int, b: int, frames: np.ndarray) -> None:
             values = d.package_block(frames, b, valid(k))
-            with changed:
+            with self.lock:
                 checked[(k, b)] = values
+            if defer_checks:  # beside the sampler, no window trims the heap any more (release_free_memory)
+                release_free_memory()
 
         def run_window(k: int) -> None:
             frames = self._window_frames(k, n)
             probs = d.run_windows(frames[None], d.precision)
-            with changed:
+            with self.lock:
                 self.results[k] = probs
-                queue.extendleft(functools.partial(run_block, k, b, frames)
-                                 for b in reversed(d.blocks_to_check(probs, valid(k))))
+            blocks = [functools.partial(run_block, k, b, frames) for b in d.blocks_to_check(probs, valid(k))]
+            if defer_checks:
+                with self.lock:
+                    later.extend(blocks)
+            else:
+                queue.push_front(blocks)
             if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
                 release_free_memory()
 
         with self.lock:  # a window the worker finished or still runs is not handed out again
-            queue = collections.deque(functools.partial(run_window, k) for k in range(len(starts))
-                                      if k not in self.results and k not in self.running)
-
-        def drain() -> None:
-            nonlocal busy
-            while True:
-                with changed:
-                    while not queue and busy:
-                        changed.wait()
-                    if not queue:
-                        return
-                    task = queue.popleft()
-                    busy += 1
-                try:
-                    with torch.inference_mode():  # thread-local: entered in the thread that runs the task
-                        task()
-                finally:
-                    with changed:
-                        busy -= 1
-                        changed.notify_all()
+            queue = TaskQueue(functools.partial(run_window, k) for k in range(len(starts))
+                              if k not in self.results and k not in self.running)
 
         # Windows left after decoding run side by side, one torch thread each: TransNetV2's small
         # convolutions split poorly across threads, whole windows on separate cores do not. The
@@ -470,18 +465,144 @@ class ShotStream:
             torch.set_num_threads(1)
         try:
             with concurrent.futures.ThreadPoolExecutor(max(1, extra), thread_name_prefix="bgmgen-shots") as pool:
-                self._join_worker([self.pool.submit(drain), *(pool.submit(drain) for _ in range(extra))])
+                self._join_worker([self.pool.submit(queue.drain), *(pool.submit(queue.drain) for _ in range(extra))])
         finally:
             torch.set_num_threads(self.threads)
-        for (k, b), values in checked.items():
-            self.results[k][b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
-        return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
+
+        def final() -> np.ndarray:
+            for (k, b), values in checked.items():
+                self.results[k][b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
+            return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
+
+        if not defer_checks:
+            return final()
+        # The checks hold their windows' frames: the stream's copy can go (70 MB for 10 minutes).
+        self.chunks, self.offsets = [], []
+        provisional = np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
+        return PendingChecks(provisional, TaskQueue(later), final, self.threads)
 
     def _join_worker(self, futures=()) -> None:
         """Wait for the worker's windows and `futures`; re-raise the first error."""
         for f in [*self.futures, *futures]:
             f.result()
         self.pool.shutdown(wait=True)
+
+
+class TaskQueue:
+    """Functions of no argument that several threads drain (`drain`); a task may put more at the front
+    (`push_front`), so a thread finding the queue empty waits while any task is still under way."""
+
+    def __init__(self, tasks=()):
+        import collections
+        import threading
+
+        self.tasks = collections.deque(tasks)
+        self.changed = threading.Condition()
+        self.busy = 0  # tasks under way
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def push_front(self, tasks) -> None:
+        with self.changed:
+            self.tasks.extendleft(reversed(list(tasks)))
+            self.changed.notify_all()
+
+    def clear(self) -> None:
+        with self.changed:
+            self.tasks.clear()
+
+    def drain(self) -> None:
+        """Run tasks (in torch's inference mode) until none is left or under way; re-raises a task's error."""
+        import torch
+
+        while True:
+            with self.changed:
+                while not self.tasks and self.busy:
+                    self.changed.wait()
+                if not self.tasks:
+                    return
+                task = self.tasks.popleft()
+                self.busy += 1
+            try:
+                with torch.inference_mode():  # thread-local: entered in the thread that runs the task
+                    task()
+            finally:
+                with self.changed:
+                    self.busy -= 1
+                    self.changed.notify_all()
+
+
+class PendingChecks:
+    """Transition probabilities whose near-threshold blocks are still being checked in the package's
+    layout (ShotStream.finish(defer_checks=True)).
+
+    `provisional`: [n] with those blocks as the fast pass left them. The checks run in a background
+    thread from the start (one torch thread: the caller's work, the sampler in score.py, keeps the
+    other core); `result()` joins in on the calling thread and returns the final probabilities, the
+    same as ShotStream.finish() (tested). A check can only move a frame across the threshold if the
+    fast pass put it within the detector's verify margin, so most videos' cut lists come out the
+    same; the caller compares what it derived and redoes only what changed."""
+
+    def __init__(self, provisional: np.ndarray, checks: TaskQueue, final: Callable[[], np.ndarray],
+                 threads: int | None = None):
+        """threads: torch's thread count to restore once the checks are over; while they run it is one
+        (process-wide), so a check never spreads over the core the caller's work has."""
+        import threading
+
+        import torch
+
+        self.provisional = provisional
+        self.checks, self._final = checks, final
+        self.pending = len(checks)  # blocks to check
+        self._errors: list[BaseException] = []
+        self._probs: np.ndarray | None = None
+        self._threads = threads or torch.get_num_threads()
+        self._thread = None
+        if self.pending:
+            torch.set_num_threads(1)
+            self._thread = threading.Thread(target=self._background, name="bgmgen-shot-checks", daemon=True)
+            self._thread.start()
+
+    @classmethod
+    def settled(cls, probs: np.ndarray) -> PendingChecks:
+        """Nothing to check: the provisional probabilities are the final ones."""
+        return cls(probs, TaskQueue(), lambda: probs)
+
+    def _background(self) -> None:
+        lower_thread_priority(CHECKS_NICENESS)
+        self._drain()
+
+    def _drain(self) -> None:
+        try:
+            self.checks.drain()
+        except BaseException as err:  # noqa: BLE001 - re-raised by result()
+            self._errors.append(err)
+
+    def _join(self) -> None:
+        import torch
+
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            torch.set_num_threads(self._threads)
+
+    def result(self) -> np.ndarray:
+        """The final [n] probabilities (waits for the checks, helping with them; re-raises their error)."""
+        if self._probs is None:
+            try:
+                self._drain()  # the calling thread takes checks too: two side by side
+            finally:
+                self._join()
+            if self._errors:
+                raise self._errors[0]
+            self._probs, self._final = self._final(), None  # the stream's results can go
+        return self._probs
+
+    def cancel(self) -> None:
+        """Drop the checks not started and wait for the one under way (the result is not wanted)."""
+        self.checks.clear()
+        self._join()
 
 
 class HistogramShotDetector:
