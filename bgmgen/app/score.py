@@ -259,15 +259,14 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             strict_groove=not opts.loose_groove, order=opts.order,
             temperature=opts.temperature)
 
-        def compose():
-            """The piece for music_plan. The render's parts that lie well inside what the sampler has
-            written are synthesised meanwhile, on the core it leaves free; the render takes them only if
-            the finished piece has the same notes there."""
+        def compose(plan):
+            """The piece for `plan`. The render's parts that lie well inside what the sampler has written
+            are synthesised meanwhile, on the core it leaves free; the render takes them only if the
+            finished piece has the same notes there."""
             nonlocal ahead
             if ahead is not None:
                 ahead.close()
-            ahead = render.PartsAhead(info.duration_s, render_options)
-            parts_ahead, plan = ahead, music_plan
+            ahead = parts_ahead = render.PartsAhead(info.duration_s, render_options)
             step_s, start_s = 60.0 / plan.bpm / STEPS_PER_BEAT, float(plan.start_s)
 
             def written(done_steps: int, roll_so_far) -> None:
@@ -283,16 +282,17 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             with sw.stage("generate", stage_cb):
                 return generate.generate_roll(model, plan, seed=opts.seed, settings=settings, written=written)
 
-        roll = compose()
+        roll = compose(music_plan)
         # The final analysis. Its plan is the provisional one unless a check moved a frame across the
         # threshold (the cut list) in a way the plan sees: then the piece is written again for it.
         an, keyframe_job = pending.settle()
-        with sw.stage("plan", stage_cb):
-            final_plan = plan_mod.make_plan(an, plan_options)
-        recomposed = final_plan.to_json() != music_plan.to_json()
-        if recomposed:
-            music_plan = final_plan
-            roll = compose()
+        recomposed = False
+        if pending.pending_checks:
+            with sw.stage("plan", stage_cb):
+                final_plan = plan_mod.make_plan(an, plan_options)
+            if final_plan.to_json() != music_plan.to_json():
+                music_plan, recomposed = final_plan, True
+                roll = compose(music_plan)
         for stage, reason in sorted(an.fallbacks.items()):
             ctx.note(f"{stage}: {reason}", console)
         for w in an.warnings:
