@@ -32,7 +32,10 @@ Faster than the package's own path, with the same cut list (measured by scripts/
   50), so the check runs per window, as soon as the window has run. Cheaper than recomputing whole
   windows in fp32 (as costly as the bf16 pass itself on real footage with fades); the bf16 step (0.4 s
   per block here, against 1.0 s in fp32) spares most fp32 runs, and is more precise than int8 there
-  (int8's larger error sent more blocks on to fp32 than it saved: measured);
+  (int8's larger error sent more blocks on to fp32 than it saved: measured). Scoring does not wait
+  for the checks of the windows run after decoding: `ShotStream.finish(defer_checks=True)` returns a
+  `PendingChecks` whose provisional probabilities the music starts from while they run beside it
+  (analysis.analyse_video_provisional); its result() is the same as finish();
 * no global side effects, and no deterministic-algorithm mode: the package's constructor seeds
   torch/numpy/random with 42 and switches `torch.use_deterministic_algorithms(True)` on for the whole
   process. We skip that step in a subclass and additionally save and restore the RNG states and the
