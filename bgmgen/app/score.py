@@ -244,6 +244,13 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
         pending = analysis_mod.analyse_video_provisional(
             str(path), opts.analysis_options(), models=models, progress=lambda s: stage_cb(f"analysis: {s}"))
 
+    # Fallbacks and warnings come from the models and the decode, not from the shot checks: the
+    # provisional analysis has the final ones.
+    for stage, reason in sorted(pending.analysis.fallbacks.items()):
+        ctx.note(f"{stage}: {reason}", console)
+    for w in pending.analysis.warnings:
+        say(console, f"[yellow]warning:[/] {escape(path.name)}: {escape(w)}")
+
     from bgmgen.music.plan import PlanOptions
 
     plan_options = PlanOptions(tempo=opts.tempo, mood=opts.mood, seed=opts.seed)
@@ -293,11 +300,6 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             if final_plan.to_json() != music_plan.to_json():
                 music_plan, recomposed = final_plan, True
                 roll = compose(music_plan)
-        for stage, reason in sorted(an.fallbacks.items()):
-            ctx.note(f"{stage}: {reason}", console)
-        for w in an.warnings:
-            say(console, f"[yellow]warning:[/] {escape(path.name)}: {escape(w)}")
-
         with sw.stage("midi", stage_cb):
             pm = midi.roll_to_midi(roll, music_plan)
 
