@@ -33,8 +33,8 @@ PREWARM_MODULES = ("torch", "scipy.signal", "scipy.ndimage", "scipy.io.wavfile",
 
 
 
-def _prewarm_imports(loading: tuple[concurrent.futures.Future, ...] = (), resume_collector: bool = False) -> None:
-    """Import what later stages need; then, with `resume_collector`, wait for `loading` (model loads)
+def _prewarm_imports(music_model: concurrent.futures.Future | None = None, resume_collector: bool = False) -> None:
+    """Import what later stages need; then, with `resume_collector`, wait for the music model's load
     and turn the cyclic garbage collector back on (see _pause_collector_for_startup)."""
     import importlib
 
@@ -44,7 +44,8 @@ def _prewarm_imports(loading: tuple[concurrent.futures.Future, ...] = (), resume
                 importlib.import_module(name)
             except Exception:  # the stage that needs it reports the problem itself
                 pass
-        concurrent.futures.wait(loading)  # a failed load is the stage's to report
+        if music_model is not None:
+            concurrent.futures.wait([music_model])  # a failed load is music_model()'s to report
     finally:
         if resume_collector:
             gc.freeze()  # what is alive now lives as long as the process: no later collection walks it
@@ -56,7 +57,7 @@ _collector_paused_once = False
 
 def _pause_collector_for_startup() -> bool:
     """Pause the cyclic garbage collector while the process's first video imports torch, scipy and
-    matplotlib and loads its models: they only add objects that live as long as the process (~450,000),
+    matplotlib and loads its music model: they only add objects that live as long as the process (~450,000),
     and the collector walked them again and again as they arrived (0.73 s of collections, holding the
     GIL, on a 60 s clip here; 0.07 s with the pause). _prewarm_imports resumes it and freezes them out
     of later collections. Once per process: a batch's later videos, a web page's or a Ray worker's, run
@@ -143,8 +144,7 @@ class BatchContext:
     def music_model(self):
         """The music model, loaded once: waits for the load start_loading_music_model began (and begins it
         if nothing did). A failed load is forgotten, so the next video tries again."""
-        self.start_loading_music_model()
-        loading = self._loaded.music_model_loading
+        loading = self.start_loading_music_model()
         t0 = time.perf_counter()
         try:
             return loading.result()  # re-raises the loader's error
@@ -156,18 +156,16 @@ class BatchContext:
         finally:
             self.load_timings["wait_music_model"] = round(time.perf_counter() - t0, 4)
 
-    def music_model_loading(self) -> concurrent.futures.Future | None:
-        """The music model's load under way or done (None before start_loading_music_model)."""
-        return self._loaded.music_model_loading
-
-    def start_loading_music_model(self) -> None:
+    def start_loading_music_model(self) -> concurrent.futures.Future:
         """Load the music model in a background thread (reading the weights and the int8 conversion
-        take about a second, mostly outside the GIL) while the analysis runs; music_model() waits."""
+        take about a second, mostly outside the GIL) while the analysis runs; music_model() waits.
+        Returns the load, under way or done."""
         with self._music_model_lock:
             if self._loaded.music_model_loading is None:
                 pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-load-music")
                 self._loaded.music_model_loading = pool.submit(self._load_music_model)
                 pool.shutdown(wait=False)
+            return self._loaded.music_model_loading
 
     def _load_music_model(self):
         from bgmgen.music.generate import load_music_model
@@ -228,14 +226,15 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     from bgmgen.video import analysis as analysis_mod
 
     paused = _pause_collector_for_startup()
+    music_model = None
     try:
         models = ctx.analysis_models()
-        ctx.start_loading_music_model()
+        music_model = ctx.start_loading_music_model()
     finally:
         # While the first pass decodes (C threads), import what later stages need: torch for the shot
         # detector, scipy.signal for the loudness meter (~1 s each here), matplotlib for the report.
-        loading = tuple(f for f in (ctx.music_model_loading(),) if f is not None)
-        threading.Thread(target=_prewarm_imports, args=(loading, paused), name="prewarm-imports",
+        # This thread also resumes the collector, so it starts whatever happened above.
+        threading.Thread(target=_prewarm_imports, args=(music_model, paused), name="prewarm-imports",
                          daemon=True).start()
     with sw.stage("analysis", stage_cb):
         # Provisional while the shot detector's near-threshold checks still run, in the background on

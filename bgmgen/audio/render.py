@@ -367,7 +367,7 @@ def _part_key(start: int, events) -> tuple:
     return start, tuple((at, bytes(msg.bin())) for at, msg in events)
 
 
-AHEAD_NICENESS = 10  # the parts done ahead take the CPU the sampler and the keyframe decode leave
+AHEAD_NICENESS = 10  # the parts done ahead take the CPU the sampler, the shot checks and the keyframe decode leave
 
 
 class PartsAhead:

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -183,25 +183,19 @@ def analyse_video_with_keyframes(path, options: AnalysisOptions | None = None, m
     return analyse_video_provisional(path, options, models, progress, defer_checks=False).settle()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ProvisionalAnalysis:
     """analyse_video_provisional's result.
 
     `analysis`: made from the shot probabilities as the fast pass left them, while `pending_checks`
     near-threshold blocks are still being checked in the background (0: it is the final analysis).
     `settle()` -> (the final analysis, its report keyframes), exactly what analyse_video_with_keyframes
-    returns. `cancel()` drops the checks."""
+    returns (computed once). `cancel()` drops the checks (something failed before they settled)."""
 
     analysis: VideoAnalysis
     pending_checks: int
-    _settle: Callable[[], tuple[VideoAnalysis, KeyframeJob]]
-    _cancel: Callable[[], None] = lambda: None
-
-    def settle(self) -> tuple[VideoAnalysis, KeyframeJob]:
-        return self._settle()
-
-    def cancel(self) -> None:
-        self._cancel()
+    settle: Callable[[], tuple[VideoAnalysis, KeyframeJob]]
+    cancel: Callable[[], None] = lambda: None
 
 
 def analyse_video_provisional(path, options: AnalysisOptions | None = None, models: AnalysisModels | None = None,
@@ -386,23 +380,14 @@ def analyse_video_provisional(path, options: AnalysisOptions | None = None, mode
                 late.append(f"analysis cache not written ({err.strerror or err})")
                 return None
 
-    def decode_report_frames(keyframe_times, clip_times) -> concurrent.futures.Future:
-        """Start decoding the report keyframes in a thread: a future of (frames, seconds it took)."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-
-        def run() -> None:
-            # Below the shot checks: the keyframes are wanted only by the report, drawn during the render.
-            lower_thread_priority(KEYFRAMES_NICENESS)
-            try:
-                t0 = time.perf_counter()
-                # One decoding thread: the sampler (one thread) runs meanwhile and needs the other core.
-                frames = motion_mod.sample_frames(info, scan, keyframe_times, clip_times, threads=1).report
-                future.set_result((frames, time.perf_counter() - t0))
-            except BaseException as err:  # noqa: BLE001 - handed to whoever waits
-                future.set_exception(err)
-
-        threading.Thread(target=run, name="keyframes", daemon=True).start()
-        return future
+    def decode_report_frames(keyframe_times, clip_times) -> tuple[np.ndarray, float]:
+        """The report keyframes, decoded in the calling (background) thread: (frames, seconds it took)."""
+        # One decoding thread, below the shot checks' priority: the sampler (one thread) runs meanwhile,
+        # and only the report needs them, drawn during the render.
+        lower_thread_priority(KEYFRAMES_NICENESS)
+        t0 = time.perf_counter()
+        frames = motion_mod.sample_frames(info, scan, keyframe_times, clip_times, threads=1).report
+        return frames, time.perf_counter() - t0
 
     def finished(result: VideoAnalysis, keyframe_times, clip_times, sampled,
                  decoding: concurrent.futures.Future | None = None) -> tuple[VideoAnalysis, KeyframeJob]:
@@ -413,12 +398,11 @@ def analyse_video_provisional(path, options: AnalysisOptions | None = None, mode
             if saved:
                 result = dataclasses.replace(result, cache={**result.cache, "path": saved})
             return result, KeyframeJob.finished(Keyframes(sampled.report))
-        decoding = decoding or decode_report_frames(keyframe_times, clip_times)
 
         def decode_keyframes() -> Keyframes:
-            """In the keyframe thread: the decode's frames, then the cache entry of the analysis with them."""
+            """In the keyframe thread: the frames, then the cache entry of the analysis with them."""
             watch = Stopwatch()
-            frames, seconds = decoding.result()
+            frames, seconds = decoding.result() if decoding else decode_report_frames(keyframe_times, clip_times)
             watch.timings["keyframes_deferred"] = round(seconds, 4)
             late = [w for w in scan.warnings if w not in result.warnings]
             complete = dataclasses.replace(result, timings_s={**result.timings_s, **watch.timings},
@@ -437,17 +421,16 @@ def analyse_video_provisional(path, options: AnalysisOptions | None = None, mode
         done = finished(*first)
         return ProvisionalAnalysis(done[0], 0, lambda: done)
     # The keyframes the provisional analysis picked start decoding now: the final one usually picks the same.
-    early = decode_report_frames(first[1], first[2])
-    outcome: list[tuple[VideoAnalysis, KeyframeJob]] = []
+    early_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keyframes")
+    early = early_pool.submit(decode_report_frames, first[1], first[2])
+    early_pool.shutdown(wait=False)
 
+    @functools.cache
     def settle() -> tuple[VideoAnalysis, KeyframeJob]:
-        if not outcome:
-            with sw.stage("shot_checks", progress):  # what was left of the checks when asked
-                probs = pending.result()
-            again = from_probabilities(probs)
-            same_keyframes = again[1] == first[1] and np.array_equal(again[2], first[2])
-            outcome.append(finished(*again, early if same_keyframes else None))
-        return outcome[0]
+        with sw.stage("shot_checks", progress):  # what was left of the checks when asked
+            probs = pending.result()
+        again = from_probabilities(probs)
+        return finished(*again, early if again[1] == first[1] else None)  # the CLIP times never change
 
     return ProvisionalAnalysis(first[0], pending.pending, settle, pending.cancel)
 

@@ -472,17 +472,19 @@ class ShotStream:
         finally:
             torch.set_num_threads(self.threads)
 
+        def joined() -> np.ndarray:  # [n], a new array
+            return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
+
         def final() -> np.ndarray:
             for (k, b), values in checked.items():
                 self.results[k][b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
-            return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
+            return joined()
 
         if not defer_checks:
             return final()
         # The checks hold their windows' frames: the stream's copy can go (70 MB for 10 minutes).
         self.chunks, self.offsets = [], []
-        provisional = np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
-        return PendingChecks(provisional, TaskQueue(later), final, self.threads)
+        return PendingChecks(joined(), TaskQueue(later), final, self.threads)
 
     def _join_worker(self, futures=()) -> None:
         """Wait for the worker's windows and `futures`; re-raise the first error."""
@@ -550,19 +552,20 @@ class PendingChecks:
     def __init__(self, provisional: np.ndarray, checks: TaskQueue, final: Callable[[], np.ndarray],
                  threads: int | None = None):
         """threads: torch's thread count to restore once the checks are over; while they run it is one
-        (process-wide), so a check never spreads over the core the caller's work has."""
+        (process-wide), so a check never spreads over the core the caller's work has. Nothing to check
+        (`settled`, also the histogram detector's way): no thread, torch not touched."""
         import threading
-
-        import torch
 
         self.provisional = provisional
         self.checks, self._final = checks, final
         self.pending = len(checks)  # blocks to check
         self._errors: list[BaseException] = []
         self._probs: np.ndarray | None = None
-        self._threads = threads or torch.get_num_threads()
         self._thread = None
         if self.pending:
+            import torch
+
+            self._threads = threads or torch.get_num_threads()
             torch.set_num_threads(1)
             self._thread = threading.Thread(target=self._background, name="bgmgen-shot-checks", daemon=True)
             self._thread.start()
