@@ -232,6 +232,13 @@ def score(
         blip_weights=blip_weights, require_semantic=require_semantic, model=model, steps=steps, guidance=guidance,
         guide_groups=tuple(guide_groups.split(",")) if guide_groups else None,
         loose_groove=loose_groove, order=order, temperature=temperature, soundfont=soundfont, ray=ray)
+    if not ray:
+        from bgmgen.core.threads import import_in_background
+
+        # torch takes ~2 s to import here, and the shot detector that needs it waits for it while the video
+        # decodes: begin now, beside the checks of the inputs and the probe (a run with nothing to score
+        # only spends that CPU in a background thread).
+        import_in_background("torch")
     from bgmgen.app.batch import score_many
     from bgmgen.app.console import make_console
 

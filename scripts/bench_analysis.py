@@ -57,7 +57,7 @@ def sweep(frames: np.ndarray, p_package: np.ndarray) -> None:
     to 1e-5, tested) and against the package's own run (its own decode, so its frames differ a little).
 
     "raw" is without the check of near-threshold blocks (verify_margin 0): its max |p diff| to the
-    package's layout is the error VERIFY_MARGINS must cover; "layout" is the package's layout in the
+    package's layout is the error VERIFY_MARGIN must cover; "layout" is the package's layout in the
     same precision (bf16's is the error LAYOUT_MARGIN must cover); "checked" is as the product runs."""
     from bgmgen.video import shots
 
@@ -70,7 +70,7 @@ def sweep(frames: np.ndarray, p_package: np.ndarray) -> None:
         det = shots.ShotDetector(precision=precision)
         margin = det.verify_margin
         runs = [("layout", shots.PACKAGE_WINDOW, 0.0)] if precision != "fp32" else []
-        runs += [(label, w, m) for w in (150, 200, 300) for label, m in (("raw", 0.0), ("checked", margin))]
+        runs += [(label, w, m) for w in (200, 350, 650) for label, m in (("raw", 0.0), ("checked", margin))]
         for label, w, det.verify_margin in runs:
             with Timer() as t:
                 p = det.predict(frames, window=w)

@@ -1,4 +1,4 @@
-"""threads: the scheduling priority of background threads.
+"""threads: background threads' priority, and imports begun ahead of need.
 
 Scoring runs work that only needs to be done by some later point (render parts, shot checks, report
 keyframes) beside the sampler, whose single thread sets the pace. On Linux each thread has its own
@@ -19,3 +19,20 @@ def lower_thread_priority(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
     except (AttributeError, OSError):
         pass
+
+
+def import_in_background(*modules: str) -> threading.Thread:
+    """Import `modules` in a daemon thread, now: whoever imports one later waits only for what is left
+    (Python's import lock). A module that fails to import is left to the code that needs it to report."""
+    import importlib
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported by the stage that needs it
+                pass
+
+    thread = threading.Thread(target=run, name="bgmgen-import", daemon=True)
+    thread.start()
+    return thread

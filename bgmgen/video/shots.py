@@ -14,16 +14,22 @@ Faster than the package's own path, with the same cut list (measured by scripts/
   `precision="auto"` picks it): 28 % less time per frame than bf16, probabilities move by up to
   ~0.024 (the package's layout; transnet_cpu.Int8Convolution);
 * frames come from the decode pass (decord 96x54 -> 2x2 mean), not from a second ffmpeg decode;
-* larger windows with the same context: the package runs 100-frame windows and keeps the middle 50,
+* longer windows with the same context: the package runs 100-frame windows and keeps the middle 50,
   so every frame goes through the network twice. Each kept frame needs context on both sides (the
   network's dilated temporal convolutions reach about 48 frames; its similarity features look 50 frames
   each way), and the package guarantees 25. We keep the same 25-frame margin on each side but run
-  `DEFAULT_WINDOW`-frame windows, so the network sees each frame fewer times;
-* where it matters, the package's own numbers. On the same frames, bf16 and the longer windows
-  together move a probability by up to 0.049 from the package's, int8 and the longer windows by up
-  to 0.054; most of it is the layout (the package's 100-frame layout alone: bf16 0.013, int8 0.024;
-  real footage with fades, scripts/bench_analysis.py --sweep). So every block of 50 frames holding a
-  frame within `VERIFY_MARGINS[precision]` of the threshold is run again in the package's layout (its
+  `DEFAULT_WINDOW`-frame windows (600 kept: 1.08 passes per frame against the package's 2 and the 1.33
+  of our earlier 200-frame windows), the last one only as long as its frames need (`window_layout`).
+  A window runs a step of 50 frames at a time (transnet_cpu.WindowPass), as fast per frame as a short
+  window, and starts while its frames still decode. Real footage with fades, 60 s looped (1799
+  frames), int8 fast pass without checks: 15.3 s of CPU at 200-frame windows -> 9.7 s at 650
+  (scripts/bench_analysis.py --sweep);
+* where it matters, the package's own numbers. On the same frames our layout moves a probability by
+  up to 0.0905 from the package's (its 100-frame layout in bf16; the 10-minute loop of real footage
+  with fades, at frames near the edge of the package's kept 50, whatever our window length or
+  precision: the package's zero padding there is the difference; 99.9 % of frames within 0.053). The
+  package's own layout alone moves it by bf16 0.013, int8 0.024. So every block of 50 frames holding a
+  frame within `VERIFY_MARGIN` (0.12) of the threshold is run again in the package's layout (its
   100-frame window around those 50 frames), first in bf16; a block that still has a frame within
   `LAYOUT_MARGIN` of the threshold is run once more in fp32, exactly as the package runs it. A block
   takes the values of the last run, so a frame that can flip a cut ends on the package's side of the
@@ -33,9 +39,11 @@ Faster than the package's own path, with the same cut list (measured by scripts/
   windows in fp32 (as costly as the bf16 pass itself on real footage with fades); the bf16 step (0.4 s
   per block here, against 1.0 s in fp32) spares most fp32 runs, and is more precise than int8 there
   (int8's larger error sent more blocks on to fp32 than it saved: measured). Scoring does not wait
-  for the checks of the windows run after decoding: `ShotStream.finish(defer_checks=True)` returns a
-  `PendingChecks` whose provisional probabilities the music starts from while they run beside it
-  (analysis.analyse_video_provisional); its result() is the same as finish();
+  for all the checks of the windows run after decoding: `ShotStream.finish(defer_checks=True)`
+  checks the blocks with a frame within `DEFER_MIN_DISTANCE` of the threshold at once (the ones likely
+  to flip) and returns a `PendingChecks` with the others, whose provisional probabilities the music
+  starts from while they run beside it (analysis.analyse_video_provisional); its result() is the same
+  as finish();
 * no global side effects, and no deterministic-algorithm mode: the package's constructor seeds
   torch/numpy/random with 42 and switches `torch.use_deterministic_algorithms(True)` on for the whole
   process. We skip that step in a subclass and additionally save and restore the RNG states and the
@@ -63,18 +71,23 @@ from bgmgen.video.transnet_cpu import TN_H, TN_W, FastTransNetV2
 
 PACKAGE_WINDOW, CONTEXT = 100, 25  # the package: 100-frame windows, 25 frames of context each side
 PACKAGE_KEEP = PACKAGE_WINDOW - 2 * CONTEXT  # the package keeps the middle 50 frames of each window
-DEFAULT_WINDOW = 200  # ours: same context, 1.33 passes per frame; 200 was fastest per frame here (100-400 measured)
+DEFAULT_WINDOW = 650  # ours: 600 kept frames per window (1.08 passes per frame), fed a step at a time (WindowPass)
 THRESHOLD = 0.5
 PRECISIONS = ("auto", "int8", "bf16", "fp32")
-# |p - THRESHOLD| below this: the package's fp32 value is used. Largest |ours - package| seen on real
-# footage with fades (DEFAULT_WINDOW): bf16 0.049, int8 0.054; the margins are about 1.2x and 1.5x that.
-VERIFY_MARGINS = {"bf16": 0.06, "int8": 0.08, "fp32": 0.06}
+# |p - THRESHOLD| below this: the package's values are used. Largest |ours - package| seen: 0.0905
+# (real footage with fades, whatever the window length and precision; see above): about 1.33x that.
+VERIFY_MARGIN = 0.12
+# Deferred checks (finish(defer_checks=True)): a block with a frame this close to the threshold is
+# checked before the provisional probabilities are given out; the ones left can only move a cut where
+# the error exceeds this (none on the 10-minute loop of footage with fades: 25 of its 50 checked blocks
+# are left, and the first version, which left all, had to write the music again for one of them).
+DEFER_MIN_DISTANCE = 0.03
 # The same for the package's layout in bf16 (largest seen 0.013): a block with a frame this close
 # after that run goes on to fp32.
 LAYOUT_MARGIN = 0.025
 # The nice value deferred checks add to their thread: the sampler beside them sets the pace (score.py).
 CHECKS_NICENESS = 5
-STAGE_VERSION = "shots-4"  # bump when the detector's output can change
+STAGE_VERSION = "shots-5"  # bump when the detector's output can change
 
 
 def pool_to_tn(frames96: np.ndarray) -> np.ndarray:
@@ -190,16 +203,26 @@ def resolve_precision(precision: str, device: str) -> str:
     return "int8" if int8_convolutions_supported() else "bf16"
 
 
-def window_starts(n: int, window: int, context: int = CONTEXT) -> tuple[int, int, list[int]]:
-    """(pad_start, pad_end, window start offsets) for n frames, generalising the package's layout.
+def window_layout(n: int, window: int, context: int = CONTEXT) -> list[tuple[int, int]]:
+    """(first frame, length) of each window over n frames. Window k keeps frames k * keep .. (keep =
+    window - 2 * context) with `context` frames on each side; frames before 0 or after n - 1 repeat
+    the first or last frame. Every window is `window` long but the last, which keeps only the
+    multiple of PACKAGE_KEEP its frames need (a short video: one window of that size).
 
-    With window=100, context=25 this is exactly the package's `predict_frames` layout.
-    """
+    With window=100, context=25 this is exactly the package's `predict_frames` layout."""
     keep = window - 2 * context
-    pad_start = context
-    pad_end = context + keep - (n % keep if n % keep else keep)
-    total = pad_start + n + pad_end
-    return pad_start, pad_end, list(range(0, total - window + 1, keep))
+    layout = []
+    for first_kept in range(0, n, keep):
+        kept = -(-min(keep, n - first_kept) // PACKAGE_KEEP) * PACKAGE_KEEP
+        layout.append((first_kept - context, kept + 2 * context))
+    return layout
+
+
+def window_input(frames: np.ndarray, first: int, a: int, b: int, n: int | None = None) -> np.ndarray:
+    """Positions a .. b of the window starting at frame `first`, from frames [>= n, 27, 48, 3]:
+    frames first + a .. first + b, clipped to [0, n - 1] (the layout's padding)."""
+    n = len(frames) if n is None else n
+    return frames[np.clip(np.arange(first + a, first + b), 0, n - 1)]
 
 
 class ShotDetector:
@@ -208,13 +231,13 @@ class ShotDetector:
     name = "transnetv2"
 
     def __init__(self, device: str = "cpu", window: int = DEFAULT_WINDOW, context: int = CONTEXT,
-                 batch: int = 1, precision: str = "auto"):
+                 precision: str = "auto"):
         if window <= 2 * context or context < CONTEXT or (window - 2 * context) % PACKAGE_KEEP:
             raise ValueError(f"window - 2 * context must be a positive multiple of {PACKAGE_KEEP} "
                              f"and context at least {CONTEXT}")
-        self.device, self.window, self.context, self.batch = device, window, context, batch
+        self.device, self.window, self.context = device, window, context
         self.precision = resolve_precision(precision, device)
-        self.verify_margin = VERIFY_MARGINS[self.precision]  # 0: no check (scripts/bench_analysis.py --sweep)
+        self.verify_margin = VERIFY_MARGIN  # 0: no check (scripts/bench_analysis.py --sweep)
         self.model = build_transnet(device)
         self.fast = FastTransNetV2(self.model, self.precision)
         self.weight_files = {"transnetv2": str(transnet_weights_path())}
@@ -224,9 +247,22 @@ class ShotDetector:
         """A ShotStream: feed frames while decoding, then finish() -> the same as predict()."""
         return ShotStream(self)
 
+    def window_pass(self):
+        """The fast pass over one window of our layout, fed in order (transnet_cpu.WindowPass)."""
+        return self.fast.window(self.precision)
+
+    def kept_probabilities(self, window_pass, context: int | None = None) -> np.ndarray:
+        """An ended window pass -> [length - 2 * context] probabilities of its kept frames."""
+        import torch
+
+        context = self.context if context is None else context
+        logits = window_pass.logits()  # [length]
+        return torch.sigmoid(logits[context:len(logits) - context]).float().cpu().numpy()
+
     def run_windows(self, batch, precision: str, context: int | None = None) -> np.ndarray:
         """[b, window, 27, 48, 3] uint8 (array or tensor) -> [b * keep] probabilities of the kept frames
-        (keep = window - 2 * context; context defaults to the detector's)."""
+        (keep = window - 2 * context; context defaults to the detector's), in one call of the network
+        per window (the checks' 100-frame windows in the package's layout)."""
         import torch
 
         context = self.context if context is None else context
@@ -277,49 +313,37 @@ class ShotDetector:
             return np.zeros(0, np.float32)
         if frames.shape[1:] != (TN_H, TN_W, 3) or frames.dtype != np.uint8:
             raise ValueError(f"expected [n, {TN_H}, {TN_W}, 3] uint8 frames, got {frames.shape} {frames.dtype}")
-        # Short videos: no window longer than needed (a multiple of the package's 50 kept frames, so a
-        # clip of up to 50 frames is laid out exactly as the package does it).
-        window = min(window, -(-n // PACKAGE_KEEP) * PACKAGE_KEEP + 2 * self.context)
         keep = window - 2 * self.context
-        pad_start, pad_end, starts = window_starts(n, window, self.context)
-        x = torch.from_numpy(np.ascontiguousarray(frames))
-        padded = torch.cat([x[:1].expand(pad_start, -1, -1, -1), x, x[-1:].expand(pad_end, -1, -1, -1)])
-
-        def run_all() -> list[np.ndarray]:
-            out = []
-            for i, b in enumerate(range(0, len(starts), self.batch)):
-                group = starts[b:b + self.batch]
-                probs = self.run_windows(torch.stack([padded[s:s + window] for s in group]), self.precision)
-                for j, s in enumerate(group):  # window w = b + j keeps frames w * keep ..
-                    w = b + j
-                    out.append(self.with_package_values(probs[j * keep:(j + 1) * keep], padded[s:s + window].numpy(),
-                                                        max(0, min(keep, n - w * keep))))
-                if i % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
-                    release_free_memory()
-            return out
-
         det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        out = []
         try:
             _set_deterministic(False, False)
             with torch.inference_mode():
-                probs = np.concatenate(run_all())[:n].astype(np.float32)
+                for k, (first, length) in enumerate(window_layout(n, window, self.context)):
+                    inputs = window_input(frames, first, 0, length)
+                    fast = self.window_pass()
+                    fast.feed(inputs)
+                    fast.end()
+                    probs = self.kept_probabilities(fast)
+                    out.append(self.with_package_values(probs, inputs, min(keep, n - k * keep)))
+                    release_free_memory()
         finally:
             _set_deterministic(det, warn)
-        return probs
+        return np.concatenate(out)[:n].astype(np.float32)
 
 
 class ShotStream:
     """TransNetV2 over frames that arrive in chunks while the video decodes (`ShotDetector.stream()`).
 
-    Window k needs frames [k*keep - context, k*keep + keep + context); it runs in a worker thread as
-    soon as they are in, with one torch thread, while decoding (single-threaded) keeps the other
-    core. `finish()` (decoding is over) runs every window not done yet, as many side by side as torch
-    had threads before, one thread each, and each window's near-threshold blocks as tasks of their
-    own; the worker joins them once the window it has under way is done (waiting for it first left a
-    core idle for a whole window). `finish(defer_checks=True)` leaves those checks to a PendingChecks
-    instead, so that the caller can go on meanwhile. Each window sees exactly the
-    frames `ShotDetector.predict` gives it (the padding repeats the first and last frame), so the
-    probabilities are the same (tested); videos too short for a full window go to `predict`.
+    A worker thread (one torch thread, while decoding keeps the other core) feeds each window's fast
+    pass its frames as they arrive (transnet_cpu.WindowPass) and, once a window has all of them, its
+    near-threshold blocks' checks. `finish()` (decoding is over; the last window's length is known
+    now) hands out what is left as tasks, as many side by side as torch had threads before, one
+    thread each: the rest of the window under way, the windows not started, each finished window's
+    checks as tasks of their own. `finish(defer_checks=True)` leaves the checks of the windows
+    finished there to a PendingChecks instead, so that the caller can go on meanwhile. Each window
+    sees exactly the frames `ShotDetector.predict` gives it, and its steps do not depend on how its
+    frames arrived, so the probabilities are the same (tested).
     """
 
     def __init__(self, detector: "ShotDetector"):
@@ -333,12 +357,15 @@ class ShotStream:
         self.chunks: list[np.ndarray] = []
         self.offsets: list[int] = []  # first frame index of each chunk
         self.n_seen = 0
-        self.scheduled = 0  # windows handed to the worker
+        self.handed = 0  # windows all of whose frames are with the worker (window `handed` has `handed_frames`)
+        self.handed_frames = 0
+        self.passes: dict = {}  # window -> its WindowPass, while under way
+        self.window_locks: dict[int, threading.Lock] = {}  # a window's pass is fed by one thread at a time
         self.results: dict[int, np.ndarray] = {}
-        self.running: set[int] = set()  # the window the worker has under way (at most one)
-        self.lock = threading.Lock()  # guards decoded / running between the worker and finish()
+        self.finishing: set[int] = set()  # windows the worker has all frames of: it ends them (and checks them)
+        self.lock = threading.Lock()  # guards decoded / finishing / window_locks between the worker and finish()
         self.cancelled = False
-        self.decoded = False  # finish() was called: queued windows are left to it
+        self.decoded = False  # finish() was called: the worker's queued feeds are left to it
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bgmgen-shots")
         self.futures: list = []
         self.threads = torch.get_num_threads()  # the worker sets 1 (process-wide); finish() restores this
@@ -350,11 +377,17 @@ class ShotStream:
         self.offsets.append(self.n_seen)
         self.chunks.append(tn)
         self.n_seen += len(tn)
-        ctx = self.detector.context
-        while (self.scheduled + 1) * self.keep + ctx <= self.n_seen:
-            k = self.scheduled
-            self.futures.append(self.pool.submit(self._run_early, k, self._window_frames(k, None)))
-            self.scheduled += 1
+        d = self.detector
+        while True:  # hand the worker every frame now known, window by window
+            k = self.handed
+            have = min(d.window, self.n_seen - (k * self.keep - d.context))
+            if have <= self.handed_frames:
+                return
+            self.futures.append(self.pool.submit(self._feed, k, have))
+            self.handed_frames = have
+            if have < d.window:
+                return
+            self.handed, self.handed_frames = k + 1, 0
 
     def cancel(self) -> None:
         """Drop the work (the decoder restarts on another backend): queued windows do not run."""
@@ -367,48 +400,62 @@ class ShotStream:
     def frames(self) -> np.ndarray:
         return np.concatenate(self.chunks) if self.chunks else np.zeros((0, TN_H, TN_W, 3), np.uint8)
 
-    def _window_frames(self, k: int, n: int | None) -> np.ndarray:
-        """The window-k input: frames k*keep - context .. + window, clipped to [0, n - 1] (padding)."""
-        d = self.detector
-        lo = k * self.keep - d.context
-        idx = np.clip(np.arange(lo, lo + d.window), 0, (n or self.n_seen) - 1)
-        a, b = int(idx[0]), int(idx[-1]) + 1
-        first = max(0, np.searchsorted(self.offsets, a, side="right") - 1)
+    def _window_input(self, k: int, a: int, b: int, n: int | None) -> np.ndarray:
+        """Positions a .. b of window k's input (`window_input` over the chunks; n: frames known)."""
+        lo = k * self.keep - self.detector.context + a
+        n = n or self.n_seen
+        idx = np.clip(np.arange(lo, lo + b - a), 0, n - 1)
+        first = max(0, np.searchsorted(self.offsets, int(idx[0]), side="right") - 1)
         parts, at = [], first
-        while at < len(self.chunks) and self.offsets[at] < b:
+        while at < len(self.chunks) and self.offsets[at] <= idx[-1]:
             parts.append(self.chunks[at])
             at += 1
         span = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return span[idx - self.offsets[first]]
 
-    def _run_early(self, k: int, frames: np.ndarray) -> None:
+    def _window_lock(self, k: int):
+        import threading
+
+        with self.lock:
+            return self.window_locks.setdefault(k, threading.Lock())
+
+    def _feed(self, k: int, have: int) -> None:
+        """The worker: window k's frames up to position `have`, a step at a time; with all of them, its
+        probabilities and checks."""
         import torch
 
-        with self.lock:
-            if self.cancelled or self.decoded:  # after decoding, finish() hands it out again
-                return
-            self.running.add(k)
+        d = self.detector
         torch.set_num_threads(1)  # the decoder has the other core; 2 spinning threads would fight it
         with torch.inference_mode():
-            self.results[k] = self._window_probs(k, frames, self.keep)
-        with self.lock:
-            self.running.discard(k)
-        if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
-            release_free_memory()
-
-    def _window_probs(self, k: int, frames: np.ndarray, valid: int) -> np.ndarray:
-        """Kept probabilities of window k, with the package's values near the threshold (of the first
-        `valid` kept frames, the real ones), as ShotDetector.predict computes them."""
-        d = self.detector
-        probs = d.run_windows(frames[None], d.precision)
-        return d.with_package_values(probs, frames, valid)
+            while True:
+                with self._window_lock(k):
+                    fast = self.passes.get(k)
+                    if fast is None:
+                        fast = self.passes[k] = d.window_pass()
+                    if fast.fed >= have:
+                        return
+                    upto = min(have, (fast.fed // fast.chunk + 1) * fast.chunk)
+                    with self.lock:
+                        if self.cancelled or self.decoded:  # after decoding, finish() hands the rest out
+                            return
+                        if upto == d.window:
+                            self.finishing.add(k)
+                    fast.feed(self._window_input(k, fast.fed, upto, None))
+                    if upto == d.window:
+                        break
+            fast.end()
+            frames = self._window_input(k, 0, d.window, None)
+            self.results[k] = d.with_package_values(d.kept_probabilities(fast), frames, self.keep)
+            del self.passes[k]
+        release_free_memory()
 
     def finish(self, defer_checks: bool = False):
         """[n] transition probability per frame, n = every frame added.
 
         With `defer_checks`, a PendingChecks instead: the near-threshold blocks of the windows run
-        here are left unchecked in its `provisional` probabilities and checked in the background;
-        its result() is what finish() returns."""
+        here with no frame within DEFER_MIN_DISTANCE of the threshold are left unchecked in its
+        `provisional` probabilities and checked in the background; its result() is what finish()
+        returns."""
         import concurrent.futures
         import functools
 
@@ -417,14 +464,14 @@ class ShotStream:
         n = self.n_seen
         d = self.detector
         with self.lock:
-            self.decoded = True  # windows the worker has not started are handed out below
-            in_flight = len(self.running)
-        if n == 0 or self.scheduled == 0:  # nothing, or too short to have started a window
+            self.decoded = True  # the worker's queued feeds return at once; what is left is handed out below
+            done = set(self.results) | self.finishing
+        if n == 0:
             self._join_worker()
             torch.set_num_threads(self.threads)
-            probs = np.zeros(0, np.float32) if n == 0 else d.predict(self.frames())
+            probs = np.zeros(0, np.float32)
             return PendingChecks.settled(probs) if defer_checks else probs
-        _, _, starts = window_starts(n, d.window, d.context)
+        layout = window_layout(n, d.window, d.context)
         # A window's near-threshold blocks go back to the front of the queue as tasks of their own, so
         # that both threads share them: the last window's checks (a bf16 and maybe an fp32 run per
         # block) otherwise ran on one core while the other sat idle (about 2 s on a 60 s clip).
@@ -443,27 +490,34 @@ class ShotStream:
                 release_free_memory()
 
         def run_window(k: int) -> None:
-            frames = self._window_frames(k, n)
-            probs = d.run_windows(frames[None], d.precision)
+            length = layout[k][1]
+            with self._window_lock(k):  # the worker may be in the middle of a step of it
+                fast = self.passes.pop(k, None) or d.window_pass()
+                fast.feed(self._window_input(k, fast.fed, length, n))
+            fast.end()
+            probs = d.kept_probabilities(fast)
+            frames = self._window_input(k, 0, length, n)
             with self.lock:
                 self.results[k] = probs
-            blocks = [functools.partial(run_block, k, b, frames) for b in d.blocks_to_check(probs, valid(k))]
-            if defer_checks:
+            now, defer = [], []
+            for b in d.blocks_to_check(probs, valid(k)):
+                block = probs[b * PACKAGE_KEEP:min((b + 1) * PACKAGE_KEEP, valid(k))]
+                close = np.abs(block - THRESHOLD).min() < DEFER_MIN_DISTANCE
+                (defer if defer_checks and not close else now).append(functools.partial(run_block, k, b, frames))
+            queue.push_front(now)
+            if defer:
                 with self.lock:
-                    later.extend(blocks)
-            else:
-                queue.push_front(blocks)
-            if k % TRIM_EVERY_WINDOWS == TRIM_EVERY_WINDOWS - 1:
-                release_free_memory()
+                    later.extend(defer)
+            release_free_memory()
 
-        with self.lock:  # a window the worker finished or still runs is not handed out again
-            queue = TaskQueue(functools.partial(run_window, k) for k in range(len(starts))
-                              if k not in self.results and k not in self.running)
+        # The window under way first (its next step is the worker's current one), then the others.
+        queue = TaskQueue(functools.partial(run_window, k) for k in sorted(range(len(layout)), key=lambda k: k not in self.passes)
+                          if k not in done)
 
         # Windows left after decoding run side by side, one torch thread each: TransNetV2's small
         # convolutions split poorly across threads, whole windows on separate cores do not. The
         # worker takes tasks from the same queue once the window it has under way is done.
-        extra = max(0, min(self.threads, len(queue) + in_flight) - 1)  # threads besides the worker's
+        extra = max(0, min(self.threads, len(queue) + len(done - set(self.results))) - 1)  # besides the worker
         if extra:
             torch.set_num_threads(1)
         try:
@@ -472,19 +526,17 @@ class ShotStream:
         finally:
             torch.set_num_threads(self.threads)
 
-        def joined() -> np.ndarray:  # [n], a new array
-            return np.concatenate([self.results[k] for k in range(len(starts))])[:n].astype(np.float32)
-
-        def final() -> np.ndarray:
-            for (k, b), values in checked.items():
-                self.results[k][b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
-            return joined()
+        def final() -> np.ndarray:  # [n], a new array, with the values of every check done by now
+            with self.lock:
+                for (k, b), values in checked.items():
+                    self.results[k][b * PACKAGE_KEEP:(b + 1) * PACKAGE_KEEP] = values
+            return np.concatenate([self.results[k] for k in range(len(layout))])[:n].astype(np.float32)
 
         if not defer_checks:
             return final()
         # The checks hold their windows' frames: the stream's copy can go (70 MB for 10 minutes).
         self.chunks, self.offsets = [], []
-        return PendingChecks(joined(), TaskQueue(later), final, self.threads)
+        return PendingChecks(final(), TaskQueue(later), final, self.threads)  # with the checks done here
 
     def _join_worker(self, futures=()) -> None:
         """Wait for the worker's windows and `futures`; re-raise the first error."""

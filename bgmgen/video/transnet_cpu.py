@@ -17,6 +17,10 @@ bf16 -> 0.69 s (the int8 convolutions run near the core's int8 peak, ~60 multipl
 probabilities within 0.004 of fp32 on that window, 0.024 at most on the real test clips with fades).
 Splitting the stacked spatial convolution per branch (no strided copies into the temporal ones) and
 fusing the ReLU into the temporal convolutions (oneDNN post-op) were measured and gave nothing here.
+
+`WindowPass` runs the same network over a long window a step of frames at a time, each cell keeping
+the few frames its temporal convolutions reach into the next step: the shot detector's 650-frame
+windows cost per frame what a short window does, and run while their frames still decode.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ TN_H, TN_W = 27, 48  # TransNetV2's input size
 DILATIONS = (1, 2, 4, 8)  # TransNetV2's four temporal branches per DDCNN block
 UINT8_MAX = 255
 INT8_MAX = 127
+HALO = max(DILATIONS)  # frames a DDCNN cell's temporal convolutions reach on each side
+WINDOW_CHUNK = 150  # frames per step of a WindowPass: per frame as fast as a short window alone; beside the decode, 150 beat 50 and 300 (fewer, larger calls)
 
 
 class FastTransNetV2:
@@ -97,6 +103,28 @@ class FastTransNetV2:
             z = F.relu(z)
         return z.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
+    @staticmethod
+    def network_input(frames, precision: str):
+        """uint8 frames [N, 27, 48, 3] -> (x [N, 3, 27, 48] channels-last, its int8 scale or None)."""
+        import torch
+
+        x = frames.permute(0, 3, 1, 2)
+        if precision == "int8":  # the uint8 frames are the first convolution's quantised input (scale 1/255)
+            return x.contiguous(memory_format=torch.channels_last), 1.0 / UINT8_MAX
+        return x.float().div_(255.0).contiguous(memory_format=torch.channels_last), None
+
+    def int8_spatial_for(self, precision: str) -> list:
+        """Per SDDCNN block, its two cells' Int8Convolution (precision "int8") or None (float)."""
+        if precision != "int8":
+            return [(None, None)] * len(self.blocks)
+        if not self.int8_spatial:
+            raise ValueError("this FastTransNetV2 was built without int8 weights (precision='int8' at construction)")
+        return self.int8_spatial
+
+    def window(self, precision: str | None = None, chunk: int | None = None) -> WindowPass:
+        """A WindowPass: this network over one window whose frames are fed in order."""
+        return WindowPass(self, precision or self.precision, chunk or WINDOW_CHUNK)
+
     def __call__(self, inputs, precision: str | None = None):
         """uint8 [B, T, 27, 48, 3] -> single-frame transition logits [B, T] (float32)."""
         import torch
@@ -105,16 +133,10 @@ class FastTransNetV2:
         net = self.net
         b, t = inputs.shape[:2]
         precision = precision or self.precision
-        if precision == "int8" and not self.int8_spatial:
-            raise ValueError("this FastTransNetV2 was built without int8 weights (precision='int8' at construction)")
         if precision == "int8" and b > 1:  # activation scales per window: a window's values never depend on its batch
             return torch.cat([self(inputs[i:i + 1], precision) for i in range(b)])
-        frames = inputs.reshape(b * t, TN_H, TN_W, 3).permute(0, 3, 1, 2)  # [B*T, 3, H, W] uint8
-        if precision == "int8":  # the uint8 frames are the first convolution's quantised input (scale 1/255)
-            x, x_scale = frames.contiguous(memory_format=torch.channels_last), 1.0 / UINT8_MAX
-        else:
-            x, x_scale = frames.float().div_(255.0).contiguous(memory_format=torch.channels_last), None
-        int8 = self.int8_spatial if precision == "int8" else [(None, None)] * len(self.blocks)
+        x, x_scale = self.network_input(inputs.reshape(b * t, TN_H, TN_W, 3), precision)
+        int8 = self.int8_spatial_for(precision)
         feats = []
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision in ("bf16", "int8")):
             for (first, second), (q_first, q_second) in zip(self.blocks, int8):
@@ -122,11 +144,20 @@ class FastTransNetV2:
                 z = F.relu(self._ddcnn(a, second, False, b, t, q_second)) + a  # the SDDCNN shortcut
                 x, x_scale = F.avg_pool2d(z, 2), None
                 feats.append(x.float())
-        x = feats[-1]
-        flat = x.permute(0, 2, 3, 1).reshape(b, t, -1)  # (H, W, C) order, as the package flattens
-        # Frame similarity: cosine similarity of projected per-frame mean features, +-50 frames.
+        means = torch.cat([f.mean(dim=(2, 3)).reshape(b, t, -1) for f in feats], -1)  # [B, T, 64 + 128 + 256]
+        flat = feats[-1].permute(0, 2, 3, 1).reshape(b, t, -1)  # (H, W, C) order, as the package flattens
+        return self.head(inputs, means, flat)
+
+    def head(self, inputs, means, flat):
+        """The layers after the convolutions, over a whole window: uint8 inputs [B, T, 27, 48, 3], the
+        blocks' per-frame mean features [B, T, 448] and the last block's flattened output [B, T, 4608]
+        (float32) -> logits [B, T]. Frame similarity: cosine similarity of the projected means, +-50
+        frames; the package's colour-histogram similarity, +-50 frames."""
+        import torch
+        import torch.nn.functional as F
+
+        net = self.net
         sim_layer = net.frame_sim_layer
-        means = torch.cat([f.mean(dim=(2, 3)).reshape(b, t, -1) for f in feats], -1)
         proj = F.normalize(sim_layer.projection(means), p=2, dim=2)
         sims = self._lookup(torch.bmm(proj, proj.transpose(1, 2)), sim_layer.lookup_window)
         h = torch.cat([net.color_hist_layer(inputs), F.relu(sim_layer.fc(sims)), flat], 2)
@@ -181,3 +212,138 @@ class Int8Convolution:
         return torch.ops.onednn.qconv2d_pointwise(
             x, x_scale, 0, self.packed, self.w_scale, self.w_zero, None, [1, 1], [1, 1], [1, 1], 1,
             1.0, 0, torch.bfloat16, "none", [], "")
+
+
+class WindowPass:
+    """FastTransNetV2 over one window whose frames arrive in order (`FastTransNetV2.window`): `feed`
+    frames as they come, `end()` after the last, then `logits()`. The same function as calling the
+    network on the whole window (fp32: equal to 1e-5, tested), computed `chunk` frames at a time, so
+    a long window costs per frame what a short one does (one 600-frame call's activations overflow
+    the caches: up to 30 % slower per frame here) and a window runs while its frames still decode.
+
+    Only the temporal convolutions see more than one frame. Each cell's reach `HALO` frames each way,
+    so a cell's output trails its input by HALO frames: every cell keeps the last 2 * HALO frames of
+    its spatial convolution's output for its next step, with HALO zero frames before the window's
+    first frame and after its last (the package's Conv3d pads the window so), and every block keeps
+    its first cell's outputs until its second cell has caught up with them (the shortcut). The
+    layers after the convolutions see the whole window at the end (`FastTransNetV2.head`).
+
+    The steps are fixed `chunk`-frame pieces from the window's start whatever the feeding, so the
+    result does not depend on how the frames arrive (in int8, the activations' scale is per step)."""
+
+    def __init__(self, fast: FastTransNetV2, precision: str, chunk: int = WINDOW_CHUNK):
+        self.fast, self.precision, self.chunk = fast, precision, chunk
+        self.int8 = fast.int8_spatial_for(precision)
+        self.inputs: list = []  # every fed frame array, uint8 [m, 27, 48, 3] (the head's colour histograms)
+        self.fed = 0  # frames fed
+        self.ran = 0  # frames that went through the first cell
+        self.ended = False
+        self.tails = [[None, None] for _ in fast.blocks]  # per cell: spatial outputs kept for its next step
+        self.shortcuts = [None] * len(fast.blocks)  # per block: first-cell outputs its second cell has not reached
+        self.means: list[list] = [[] for _ in fast.blocks]  # per block: [m, C] float32 per step
+        self.flat: list = []  # the last block's output per step, [m, H * W * C] float32 in (H, W, C) order
+
+    def feed(self, frames) -> None:
+        """The window's next frames, uint8 [m, 27, 48, 3] (array or tensor); full steps run now."""
+        import torch
+
+        if self.ended:
+            raise ValueError("the window has ended")
+        if len(frames):
+            self.inputs.append(torch.as_tensor(frames))
+            self.fed += len(frames)
+        while self.fed - self.ran >= self.chunk:
+            self._step(self._frames(self.ran, self.ran + self.chunk), last=False)
+            self.ran += self.chunk
+
+    def end(self) -> None:
+        """The window ends with the frames fed: the rest runs, every cell flushes."""
+        if not self.fed:
+            raise ValueError("a window needs at least one frame")
+        self._step(self._frames(self.ran, self.fed) if self.fed > self.ran else None, last=True)
+        self.ran, self.ended = self.fed, True
+
+    def _frames(self, a: int, b: int):
+        """Fed frames a .. b of the window, [b - a, 27, 48, 3]."""
+        import torch
+
+        parts, at = [], 0
+        for f in self.inputs:
+            lo, hi = max(a, at), min(b, at + len(f))
+            if lo < hi:
+                parts.append(f[lo - at:hi - at])
+            at += len(f)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def logits(self):
+        """[window] float32 logits, once the window has ended."""
+        import torch
+
+        if not self.ended:
+            raise ValueError("logits() before end()")
+        means = torch.cat([torch.cat(m) for m in self.means], 1)  # [T, 448]
+        flat = torch.cat(self.flat)  # [T, 4608]
+        inputs = torch.cat(self.inputs) if len(self.inputs) > 1 else self.inputs[0]
+        return self.fast.head(inputs[None], means[None], flat[None])[0]
+
+    def _step(self, frames, last: bool) -> None:
+        """Run frames [m, 27, 48, 3] through the convolutions as far as the cells' reach allows;
+        `last`: the window ends with them, so every cell flushes."""
+        import torch
+        import torch.nn.functional as F
+
+        x, x_scale = self.fast.network_input(frames, self.precision) if frames is not None else (None, None)
+        device = self.fast.blocks[0][0][0].device.type  # the first spatial convolution's weights
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision in ("bf16", "int8")):
+            for j, ((first, second), (q_first, q_second)) in enumerate(zip(self.fast.blocks, self.int8)):
+                a = self._cell(j, 0, x, x_scale, first, q_first, last)
+                if a is not None:
+                    a = F.relu(a)
+                    waiting = a if self.shortcuts[j] is None else torch.cat([self.shortcuts[j], a])
+                else:
+                    waiting = self.shortcuts[j]
+                zb = self._cell(j, 1, a, None, second, q_second, last)
+                if zb is None:  # nothing new reaches the next block yet (its cells may still flush)
+                    self.shortcuts[j], x, x_scale = waiting, None, None
+                    continue
+                m = len(zb)
+                z = F.relu(zb) + waiting[:m]  # the SDDCNN shortcut
+                self.shortcuts[j] = waiting[m:]
+                x, x_scale = F.avg_pool2d(z, 2), None
+                pooled = x.float()
+                self.means[j].append(pooled.mean(dim=(2, 3)))
+                if j == len(self.fast.blocks) - 1:
+                    self.flat.append(pooled.permute(0, 2, 3, 1).reshape(m, -1))
+
+    def _cell(self, j: int, c: int, x, x_scale, params, int8_spatial, last: bool):
+        """Cell c of block j over its new input frames x [m, C, H, W] (or None): its output for every frame
+        whose temporal neighbourhood is complete, [m', 4F, H, W] channels-last, or None."""
+        import torch
+        import torch.nn.functional as F
+
+        spatial, temporal, bias = params
+        tail = self.tails[j][c]
+        parts = [] if tail is None else [tail]
+        if x is not None and len(x):
+            ys = F.conv2d(x, spatial, padding=1) if int8_spatial is None else int8_spatial(x, x_scale)
+            if tail is None:  # the window's start: zeros before its first frame
+                parts.append(ys.new_zeros((HALO, *ys.shape[1:])).contiguous(memory_format=torch.channels_last))
+            parts.append(ys)
+        if not parts:
+            return None
+        if last:  # and zeros after its last
+            parts.append(parts[-1].new_zeros((HALO, *parts[-1].shape[1:])).contiguous(memory_format=torch.channels_last))
+        s = (torch.cat(parts) if len(parts) > 1 else parts[0]).contiguous(memory_format=torch.channels_last)
+        n, c8, h, w = s.shape  # [n, 4 * 2F, H, W]: the four branches' spatial outputs
+        out_n = n - 2 * HALO
+        self.tails[j][c] = s[n - 2 * HALO:].clone() if out_n > 0 else s
+        if out_n <= 0:
+            return None
+        ys = s.permute(0, 2, 3, 1).reshape(1, n, h * w, c8)  # [1, n, H*W, 4 * 2F], no copy
+        c2 = c8 // 4
+        outs = []
+        for i, (wt, bt, d) in enumerate(zip(temporal, bias, DILATIONS)):
+            y = ys[:, HALO - d:n - HALO + d, :, i * c2:(i + 1) * c2].permute(0, 3, 1, 2)  # [1, 2F, out_n + 2d, H*W]
+            z = F.conv2d(y, wt, bt.to(y.dtype), dilation=(d, 1))  # [1, F, out_n, H*W]
+            outs.append(z.permute(0, 2, 3, 1))  # [1, out_n, H*W, F]
+        return torch.cat(outs, -1).reshape(out_n, h, w, -1).permute(0, 3, 1, 2)
