@@ -30,7 +30,7 @@ def import_in_background(*modules: str) -> threading.Thread:
         for name in modules:
             try:
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - reported by the stage that needs it
+            except Exception:  # noqa: BLE001, S110 - reported by the stage that needs it
                 pass
 
     thread = threading.Thread(target=run, name="bgmgen-import", daemon=True)

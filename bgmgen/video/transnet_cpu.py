@@ -130,7 +130,6 @@ class FastTransNetV2:
         import torch
         import torch.nn.functional as F
 
-        net = self.net
         b, t = inputs.shape[:2]
         precision = precision or self.precision
         if precision == "int8" and b > 1:  # activation scales per window: a window's values never depend on its batch
