@@ -233,6 +233,7 @@ class WindowPass:
     def __init__(self, fast: FastTransNetV2, precision: str, chunk: int = WINDOW_CHUNK):
         self.fast, self.precision, self.chunk = fast, precision, chunk
         self.int8 = fast.int8_spatial_for(precision)
+        self.device = fast.blocks[0][0][0].device  # where the weights are (the first spatial convolution's)
         self.inputs: list = []  # every fed frame array, uint8 [m, 27, 48, 3] (the head's colour histograms)
         self.fed = 0  # frames fed
         self.ran = 0  # frames that went through the first cell
@@ -249,7 +250,7 @@ class WindowPass:
         if self.ended:
             raise ValueError("the window has ended")
         if len(frames):
-            self.inputs.append(torch.as_tensor(frames))
+            self.inputs.append(torch.as_tensor(frames).to(self.device))
             self.fed += len(frames)
         while self.fed - self.ran >= self.chunk:
             self._step(self._frames(self.ran, self.ran + self.chunk), last=False)
@@ -292,8 +293,7 @@ class WindowPass:
         import torch.nn.functional as F
 
         x, x_scale = self.fast.network_input(frames, self.precision) if frames is not None else (None, None)
-        device = self.fast.blocks[0][0][0].device.type  # the first spatial convolution's weights
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision in ("bf16", "int8")):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision in ("bf16", "int8")):
             for j, ((first, second), (q_first, q_second)) in enumerate(zip(self.fast.blocks, self.int8)):
                 a = self._cell(j, 0, x, x_scale, first, q_first, last)
                 if a is not None:
