@@ -239,7 +239,7 @@ class WindowPass:
         self.ran = 0  # frames that went through the first cell
         self.ended = False
         self.tails = [[None, None] for _ in fast.blocks]  # per cell: spatial outputs kept for its next step
-        self.shortcuts = [None] * len(fast.blocks)  # per block: first-cell outputs its second cell has not reached
+        self.shortcuts: list[list] = [[] for _ in fast.blocks]  # per block: first-cell outputs its second cell has not reached
         self.means: list[list] = [[] for _ in fast.blocks]  # per block: [m, C] float32 per step
         self.flat: list = []  # the last block's output per step, [m, H * W * C] float32 in (H, W, C) order
 
@@ -296,18 +296,21 @@ class WindowPass:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision in ("bf16", "int8")):
             for j, ((first, second), (q_first, q_second)) in enumerate(zip(self.fast.blocks, self.int8)):
                 a = self._cell(j, 0, x, x_scale, first, q_first, last)
+                waiting = self.shortcuts[j]  # first-cell outputs (a list of frame ranges) the second has not reached
                 if a is not None:
                     a = F.relu(a)
-                    waiting = a if self.shortcuts[j] is None else torch.cat([self.shortcuts[j], a])
-                else:
-                    waiting = self.shortcuts[j]
+                    waiting.append(a)
                 zb = self._cell(j, 1, a, None, second, q_second, last)
                 if zb is None:  # nothing new reaches the next block yet (its cells may still flush)
-                    self.shortcuts[j], x, x_scale = waiting, None, None
+                    x, x_scale = None, None
                     continue
                 m = len(zb)
-                z = F.relu(zb) + waiting[:m]  # the SDDCNN shortcut
-                self.shortcuts[j] = waiting[m:]
+                z = F.relu(zb)
+                at = 0
+                for piece in _frame_range(waiting, 0, m):  # the SDDCNN shortcut, added range by range
+                    z[at:at + len(piece)] += piece
+                    at += len(piece)
+                self.shortcuts[j] = _frame_range(waiting, m, sum(len(f) for f in waiting))
                 x, x_scale = F.avg_pool2d(z, 2), None
                 pooled = x.float()
                 self.means[j].append(pooled.mean(dim=(2, 3)))
@@ -332,17 +335,35 @@ class WindowPass:
             return None
         if last:  # and zeros after its last
             parts.append(parts[-1].new_zeros((HALO, *parts[-1].shape[1:])).contiguous(memory_format=torch.channels_last))
-        s = (torch.cat(parts) if len(parts) > 1 else parts[0]).contiguous(memory_format=torch.channels_last)
-        n, c8, h, w = s.shape  # [n, 4 * 2F, H, W]: the four branches' spatial outputs
+        n = sum(len(p) for p in parts)  # the frames of the (virtual) concatenation of parts
         out_n = n - 2 * HALO
-        self.tails[j][c] = s[n - 2 * HALO:].clone() if out_n > 0 else s
         if out_n <= 0:
+            self.tails[j][c] = torch.cat(parts) if len(parts) > 1 else parts[0]
             return None
-        ys = s.permute(0, 2, 3, 1).reshape(1, n, h * w, c8)  # [1, n, H*W, 4 * 2F], no copy
+        _, c8, h, w = parts[0].shape  # [., 4 * 2F, H, W]: the four branches' spatial outputs
         c2 = c8 // 4
+        frames = [p.permute(0, 2, 3, 1) for p in parts]  # [k, H, W, 4 * 2F], no copy (channels-last memory)
         outs = []
         for i, (wt, bt, d) in enumerate(zip(temporal, bias, DILATIONS)):
-            y = ys[:, HALO - d:n - HALO + d, :, i * c2:(i + 1) * c2].permute(0, 3, 1, 2)  # [1, 2F, out_n + 2d, H*W]
+            # This branch's channels of frames HALO - d .. n - HALO + d, gathered into one contiguous
+            # [out_n + 2d, H, W, 2F] (the one copy the convolution needs anyway: no concatenation first).
+            pieces = [f[..., i * c2:(i + 1) * c2] for f in _frame_range(frames, HALO - d, n - HALO + d)]
+            y = torch.cat(pieces) if len(pieces) > 1 else pieces[0].contiguous()
+            y = y.reshape(1, out_n + 2 * d, h * w, c2).permute(0, 3, 1, 2)  # [1, 2F, out_n + 2d, H*W] channels-last
             z = F.conv2d(y, wt, bt.to(y.dtype), dilation=(d, 1))  # [1, F, out_n, H*W]
             outs.append(z.permute(0, 2, 3, 1))  # [1, out_n, H*W, F]
+        tail = _frame_range(parts, n - 2 * HALO, n)
+        self.tails[j][c] = (torch.cat(tail) if len(tail) > 1 else tail[0].clone()).contiguous(
+            memory_format=torch.channels_last)
         return torch.cat(outs, -1).reshape(out_n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _frame_range(parts: list, a: int, b: int) -> list:
+    """Frames a .. b of the concatenation of `parts` (tensors split along dim 0), as views of the parts."""
+    out, at = [], 0
+    for p in parts:
+        lo, hi = max(a, at), min(b, at + len(p))
+        if lo < hi:
+            out.append(p[lo - at:hi - at])
+        at += len(p)
+    return out
