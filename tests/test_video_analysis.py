@@ -193,21 +193,24 @@ class FakeNetwork:
         chunk = 50
 
         def __init__(self, net, precision):
-            self.net, self.precision, self.frames, self.fed = net, precision, [], 0
+            self.net, self.precision, self.pieces, self.fed = net, precision, [], 0
 
         def feed(self, frames):
             import torch
 
-            self.frames.append(torch.as_tensor(frames))
+            self.pieces.append(torch.as_tensor(frames))
             self.fed += len(frames)
 
         def end(self):
             pass
 
-        def logits(self):
+        def frames(self):
             import torch
 
-            return self.net(torch.cat(self.frames)[None], self.precision)[0]
+            return torch.cat(self.pieces)
+
+        def logits(self):
+            return self.net(self.frames()[None], self.precision)[0]
 
 
 def test_transnet_has_no_global_side_effects_and_matches_the_package(clip):

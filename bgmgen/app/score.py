@@ -36,14 +36,10 @@ PREWARM_MODULES = ("torch", "scipy.signal", "scipy.ndimage", "scipy.io.wavfile",
 def _prewarm_imports(music_model: concurrent.futures.Future | None = None, resume_collector: bool = False) -> None:
     """Import what later stages need; then, with `resume_collector`, wait for the music model's load
     and turn the cyclic garbage collector back on (see _pause_collector_for_startup)."""
-    import importlib
+    from bgmgen.core.threads import import_modules
 
     try:
-        for name in PREWARM_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # the stage that needs it reports the problem itself
-                pass
+        import_modules(PREWARM_MODULES)
         if music_model is not None:
             concurrent.futures.wait([music_model])  # a failed load is music_model()'s to report
     finally:

@@ -21,18 +21,21 @@ def lower_thread_priority(niceness: int) -> None:
         pass
 
 
-def import_in_background(*modules: str) -> threading.Thread:
-    """Import `modules` in a daemon thread, now: whoever imports one later waits only for what is left
-    (Python's import lock). A module that fails to import is left to the code that needs it to report."""
+def import_modules(modules) -> None:
+    """Import `modules` now, in order. One that fails to import is left to the code that needs it to
+    report (it imports it again there)."""
     import importlib
 
-    def run() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001, S110 - reported by the stage that needs it
-                pass
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S110 - reported by the stage that needs it
+            pass
 
-    thread = threading.Thread(target=run, name="bgmgen-import", daemon=True)
+
+def import_in_background(*modules: str) -> threading.Thread:
+    """`import_modules` in a daemon thread, begun now: whoever imports one later waits only for what
+    is left (Python's import lock)."""
+    thread = threading.Thread(target=import_modules, args=(modules,), name="bgmgen-import", daemon=True)
     thread.start()
     return thread

@@ -99,16 +99,13 @@ def pool_to_tn(frames96: np.ndarray) -> np.ndarray:
     return ((s + 2) >> 2).astype(np.uint8)
 
 
-TRIM_EVERY_WINDOWS = 4
-
-
 def release_free_memory() -> None:
     """Give freed heap memory back to the system (glibc malloc_trim; a no-op elsewhere).
 
     Each TransNetV2 window allocates and frees the same ~30 MB of activations from 2 threads, and
     glibc's heap fragments under that pattern: on a 10-minute video the resident size grew by
-    1.6 GB over the run (measured), although the live data stays constant. Trimming every few
-    windows keeps it flat for a few per cent of the detector's time; a fixed mmap threshold
+    1.6 GB over the run (measured), although the live data stays constant. Trimming after each
+    window keeps it flat for a few per cent of the detector's time; a fixed mmap threshold
     (MALLOC_MMAP_THRESHOLD_) also cures it but made detection 1.8x slower."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
@@ -218,11 +215,10 @@ def window_layout(n: int, window: int, context: int = CONTEXT) -> list[tuple[int
     return layout
 
 
-def window_input(frames: np.ndarray, first: int, a: int, b: int, n: int | None = None) -> np.ndarray:
-    """Positions a .. b of the window starting at frame `first`, from frames [>= n, 27, 48, 3]:
-    frames first + a .. first + b, clipped to [0, n - 1] (the layout's padding)."""
-    n = len(frames) if n is None else n
-    return frames[np.clip(np.arange(first + a, first + b), 0, n - 1)]
+def window_input(frames: np.ndarray, first: int, length: int) -> np.ndarray:
+    """The input of the window (`window_layout`) starting at frame `first`: frames first ..
+    first + length, clipped to the frames there are (the layout's padding)."""
+    return frames[np.clip(np.arange(first, first + length), 0, len(frames) - 1)]
 
 
 class ShotDetector:
@@ -251,13 +247,12 @@ class ShotDetector:
         """The fast pass over one window of our layout, fed in order (transnet_cpu.WindowPass)."""
         return self.fast.window(self.precision)
 
-    def kept_probabilities(self, window_pass, context: int | None = None) -> np.ndarray:
+    def kept_probabilities(self, window_pass) -> np.ndarray:
         """An ended window pass -> [length - 2 * context] probabilities of its kept frames."""
         import torch
 
-        context = self.context if context is None else context
         logits = window_pass.logits()  # [length]
-        return torch.sigmoid(logits[context:len(logits) - context]).float().cpu().numpy()
+        return torch.sigmoid(logits[self.context:len(logits) - self.context]).float().cpu().numpy()
 
     def run_windows(self, batch, precision: str, context: int | None = None) -> np.ndarray:
         """[b, window, 27, 48, 3] uint8 (array or tensor) -> [b * keep] probabilities of the kept frames
@@ -320,7 +315,7 @@ class ShotDetector:
             _set_deterministic(False, False)
             with torch.inference_mode():
                 for k, (first, length) in enumerate(window_layout(n, window, self.context)):
-                    inputs = window_input(frames, first, 0, length)
+                    inputs = window_input(frames, first, length)
                     fast = self.window_pass()
                     fast.feed(inputs)
                     fast.end()
@@ -397,11 +392,9 @@ class ShotStream:
         self.pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(self.threads)
 
-    def frames(self) -> np.ndarray:
-        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, TN_H, TN_W, 3), np.uint8)
-
     def _window_input(self, k: int, a: int, b: int, n: int | None) -> np.ndarray:
-        """Positions a .. b of window k's input (`window_input` over the chunks; n: frames known)."""
+        """Positions a .. b of window k's input (what `window_input` gives, from the chunks without
+        joining them; n: the frames known)."""
         lo = k * self.keep - self.detector.context + a
         n = n or self.n_seen
         idx = np.clip(np.arange(lo, lo + b - a), 0, n - 1)
@@ -444,8 +437,7 @@ class ShotStream:
                     if upto == d.window:
                         break
             fast.end()
-            frames = self._window_input(k, 0, d.window, None)
-            self.results[k] = d.with_package_values(d.kept_probabilities(fast), frames, self.keep)
+            self.results[k] = d.with_package_values(d.kept_probabilities(fast), fast.frames(), self.keep)
             del self.passes[k]
         release_free_memory()
 
@@ -496,7 +488,7 @@ class ShotStream:
                 fast.feed(self._window_input(k, fast.fed, length, n))
             fast.end()
             probs = d.kept_probabilities(fast)
-            frames = self._window_input(k, 0, length, n)
+            frames = fast.frames()
             with self.lock:
                 self.results[k] = probs
             now, defer = [], []

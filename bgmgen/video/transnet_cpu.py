@@ -265,15 +265,11 @@ class WindowPass:
 
     def _frames(self, a: int, b: int):
         """Fed frames a .. b of the window, [b - a, 27, 48, 3]."""
-        import torch
+        return _joined(_frame_range(self.inputs, a, b))
 
-        parts, at = [], 0
-        for f in self.inputs:
-            lo, hi = max(a, at), min(b, at + len(f))
-            if lo < hi:
-                parts.append(f[lo - at:hi - at])
-            at += len(f)
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    def frames(self):
+        """Every frame fed, uint8 [fed, 27, 48, 3] (the shot detector's checks rerun parts of them)."""
+        return _joined(self.inputs)
 
     def logits(self):
         """[window] float32 logits, once the window has ended."""
@@ -283,8 +279,7 @@ class WindowPass:
             raise ValueError("logits() before end()")
         means = torch.cat([torch.cat(m) for m in self.means], 1)  # [T, 448]
         flat = torch.cat(self.flat)  # [T, 4608]
-        inputs = torch.cat(self.inputs) if len(self.inputs) > 1 else self.inputs[0]
-        return self.fast.head(inputs[None], means[None], flat[None])[0]
+        return self.fast.head(self.frames()[None], means[None], flat[None])[0]
 
     def _step(self, frames, last: bool) -> None:
         """Run frames [m, 27, 48, 3] through the convolutions as far as the cells' reach allows;
@@ -338,7 +333,7 @@ class WindowPass:
         n = sum(len(p) for p in parts)  # the frames of the (virtual) concatenation of parts
         out_n = n - 2 * HALO
         if out_n <= 0:
-            self.tails[j][c] = torch.cat(parts) if len(parts) > 1 else parts[0]
+            self.tails[j][c] = _joined(parts)
             return None
         _, c8, h, w = parts[0].shape  # [., 4 * 2F, H, W]: the four branches' spatial outputs
         c2 = c8 // 4
@@ -348,7 +343,7 @@ class WindowPass:
             # This branch's channels of frames HALO - d .. n - HALO + d, gathered into one contiguous
             # [out_n + 2d, H, W, 2F] (the one copy the convolution needs anyway: no concatenation first).
             pieces = [f[..., i * c2:(i + 1) * c2] for f in _frame_range(frames, HALO - d, n - HALO + d)]
-            y = torch.cat(pieces) if len(pieces) > 1 else pieces[0].contiguous()
+            y = _joined(pieces).contiguous()
             y = y.reshape(1, out_n + 2 * d, h * w, c2).permute(0, 3, 1, 2)  # [1, 2F, out_n + 2d, H*W] channels-last
             z = F.conv2d(y, wt, bt.to(y.dtype), dilation=(d, 1))  # [1, F, out_n, H*W]
             outs.append(z.permute(0, 2, 3, 1))  # [1, out_n, H*W, F]
@@ -356,6 +351,13 @@ class WindowPass:
         self.tails[j][c] = (torch.cat(tail) if len(tail) > 1 else tail[0].clone()).contiguous(
             memory_format=torch.channels_last)
         return torch.cat(outs, -1).reshape(out_n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _joined(pieces: list):
+    """Tensors split along dim 0 as one (the piece itself when there is one)."""
+    import torch
+
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def _frame_range(parts: list, a: int, b: int) -> list:
