@@ -116,3 +116,21 @@ def test_with_options_shares_the_loaded_models_and_refuses_other_models(tmp_path
                          ("soundfont", str(tmp_path / "other.sf2"))):
         with pytest.raises(ValueError, match=field):
             base.with_options(dataclasses.replace(base.options, **{field: value}))
+
+
+def test_music_model_load_waits_for_what_it_is_told_to(tmp_path):
+    """score_one starts the music model's load behind the shot detector's (`after`): the load's
+    thread begins with it; any of the gate's events lets it go."""
+    import threading
+
+    from bgmgen.core.threads import wait_for_any
+
+    detector_loaded, analysis_over = threading.Event(), threading.Event()
+    ctx = _context(tmp_path)
+    loading = ctx.start_loading_music_model(after=lambda: wait_for_any((detector_loaded, analysis_over)))
+    try:
+        assert ctx.start_loading_music_model() is loading  # one load, whoever asks
+        assert not analysis_over.wait(0.3) and not loading.done()
+    finally:
+        analysis_over.set()  # (a thread left waiting would hold the test process open)
+    assert ctx.music_model() is loading.result(timeout=60)

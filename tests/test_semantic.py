@@ -430,6 +430,30 @@ def test_clip_found_in_hf_cache_by_the_fast_path(tmp_path, monkeypatch):
     assert W.hf_cached_file(repo, names) == str(snap / names[-1])
 
 
+def test_hf_cache_lookups_skip_huggingface_hub_when_the_repo_has_no_folder(tmp_path, monkeypatch):
+    # The common case (no CLIP, no BLIP here): answered from the cache's folder names, without the
+    # hub API (about 1 s of imports on the way to the first video).
+    import huggingface_hub
+    import huggingface_hub.constants as hc
+
+    asked = []
+
+    def hub_api(repo_id, *args, **kwargs):
+        asked.append(repo_id)
+        raise FileNotFoundError(repo_id)
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", hub_api)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub_api)
+    assert W.hf_cached_file("org/absent", ["model.safetensors"]) is None
+    assert W.hf_cached_snapshot("org/absent") is None
+    assert asked == []
+    (tmp_path / "models--org--absent").mkdir()  # a folder: the API decides (and is asked)
+    assert W.hf_cached_file("org/absent", ["model.safetensors"]) is None
+    assert W.hf_cached_snapshot("org/absent") is None
+    assert asked == ["org/absent", "org/absent"]
+
+
 def test_analysis_cache_key_notices_weights_that_appear_later(tmp_path, monkeypatch):
     # A run without CLIP caches a fallback analysis; once CLIP weights land in the HF cache, the key
     # (and so the outputs' fingerprint) must change, or the fallback would be reused for ever.

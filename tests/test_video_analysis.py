@@ -651,6 +651,40 @@ def test_blocks_near_the_threshold_are_checked_in_the_package_layout_before_fp32
     assert (PACKAGE_WINDOW, "bf16") in calls and all(prec != "fp32" for _, prec in calls)
 
 
+def test_first_pass_starts_the_stream_when_the_detector_arrives():
+    """The frames decoded while the detector loads go into its stream as soon as it is there (the
+    future's callback), not with the next chunk; the probabilities are predict's."""
+    import concurrent.futures
+
+    from bgmgen.video.analysis import _PassOne
+    from bgmgen.video.decode import FrameChunk
+    from bgmgen.video.shots import ShotDetector, pool_to_tn
+
+    detector = ShotDetector(precision="int8", window=200)
+    detector.fast = FakeNetwork(lambda batch, precision=None: batch[:, :, 0, 0, 0].float() / 10 - 6)
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (300, 54, 96, 3)).astype(np.uint8)
+
+    def chunk(a, b):
+        idx = np.arange(a, b)
+        return FrameChunk(idx, idx, idx / 25.0, rgb[a:b])
+
+    loading = concurrent.futures.Future()
+    first = _PassOne(loading)
+    first.add(chunk(0, 120))
+    assert first.stream is None and len(first.tn) == 1
+    loading.set_result(detector)  # the loader thread's moment: the stream starts with the 120 frames
+    assert first.stream is not None and first.stream.n_seen == 120 and first.tn == []
+    first.add(chunk(120, 300))
+    assert np.array_equal(first.predict().result(), detector.predict(pool_to_tn(rgb)))
+
+    cancelled = _PassOne(concurrent.futures.Future())  # a decoder that restarted: no stream for it
+    cancelled.add(chunk(0, 50))
+    cancelled.cancel()
+    cancelled.detector.set_result(detector)
+    assert cancelled.stream is None
+
+
 def test_streamed_checks_of_near_threshold_blocks_equal_predict():
     """The stream hands a window's near-threshold blocks out as tasks of their own after decoding; the
     probabilities are still exactly predict's (blocks settled in bf16, blocks that go on to fp32)."""

@@ -33,6 +33,13 @@ def import_modules(modules) -> None:
             pass
 
 
+def wait_for_any(events, poll_s: float = 0.02) -> None:
+    """Return once any of the threading.Events `events` is set (polled every `poll_s`: an Event
+    cannot be waited on together with another)."""
+    while not any(e.is_set() for e in events):
+        events[0].wait(poll_s)
+
+
 def import_in_background(*modules: str) -> threading.Thread:
     """`import_modules` in a daemon thread, begun now: whoever imports one later waits only for what
     is left (Python's import lock)."""

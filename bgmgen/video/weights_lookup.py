@@ -2,7 +2,8 @@
 
 * the hub probe: `hub_reachable()` decides in at most 3 s whether a download may be tried (offline
   flags win; huggingface_hub on its own retries for about 50 s against an unreachable host);
-* the Hugging Face cache, read with no network (`hf_cached_file`, `hf_cached_snapshot`), and the
+* the Hugging Face cache, read with no network (`hf_cached_file`, `hf_cached_snapshot`; both
+  answer from `hf_cache_has_repo` when the repo has no folder there), and the
   downloads tried only when the hub answers (`hf_download_file`, `hf_download_snapshot`);
 * the weight files of a local folder (`weight_files_in`);
 * one process-wide cache of loaded models (`load_once`), the device check, quiet transformers
@@ -85,8 +86,19 @@ def hub_reachable() -> tuple[bool, str]:
     return state
 
 
+def hf_cache_has_repo(repo_id: str) -> bool:
+    """Whether the HF cache has a folder for model repo_id at all (`models--{org}--{name}`, the
+    cache's layout), read without importing huggingface_hub's API: importing it takes about 1 s of
+    CPU here, on the way to every run's first video, mostly to learn that nothing is cached."""
+    from huggingface_hub import constants  # the cache location (HF_HUB_CACHE, HF_HOME), ~15 ms
+
+    return (Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))).is_dir()
+
+
 def hf_cached_file(repo_id: str, filenames: Sequence[str]) -> str | None:
     """First of `filenames` present in the HF cache for repo_id (no network)."""
+    if not hf_cache_has_repo(repo_id):
+        return None
     from huggingface_hub import try_to_load_from_cache
 
     for name in filenames:
@@ -119,6 +131,8 @@ def weight_files_in(folder: Path) -> list[Path]:
 
 def hf_cached_snapshot(repo_id: str) -> Path | None:
     """The HF cache's snapshot folder of repo_id when it holds config.json and weights (no network)."""
+    if not hf_cache_has_repo(repo_id):
+        return None
     from huggingface_hub import snapshot_download
 
     try:
