@@ -239,8 +239,8 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             models = ctx.analysis_models()
             # The music model's load and the imports below begin once the shot detector is loaded (or
             # the analysis is over: a cached one never loads it). Begun together, they held the GIL and
-            # the second core while the detector loaded and the decode began: the detector started
-            # later and the run took 1.5 s longer on a 60 s clip (18.7 -> 17.2 s, mean of three pairs).
+            # the second core while the detector loaded and the decode began, so the detector started
+            # later: on a 60 s clip 1.1-1.5 s of wall time (two series of three pairs; README).
             after_shot_detector = functools.partial(wait_for_any, (models.shot_detector_loaded, analysis_over))
             music_model = ctx.start_loading_music_model(after=after_shot_detector)
         finally:
