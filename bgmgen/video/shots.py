@@ -397,14 +397,17 @@ class ShotStream:
         joining them; n: the frames known)."""
         lo = k * self.keep - self.detector.context + a
         n = n or self.n_seen
-        idx = np.clip(np.arange(lo, lo + b - a), 0, n - 1)
-        first = max(0, np.searchsorted(self.offsets, int(idx[0]), side="right") - 1)
+        # The chunks that hold frames max(lo, 0) .. min(hi, n - 1): a span that starts at frame 0
+        # when lo < 0 and ends at frame n - 1 when hi > n - 1, so window_input's clipping to the span
+        # is the clipping to the video.
+        first_frame, last_frame = min(max(lo, 0), n - 1), min(max(lo + b - a - 1, 0), n - 1)
+        first = max(0, np.searchsorted(self.offsets, first_frame, side="right") - 1)
         parts, at = [], first
-        while at < len(self.chunks) and self.offsets[at] <= idx[-1]:
+        while at < len(self.chunks) and self.offsets[at] <= last_frame:
             parts.append(self.chunks[at])
             at += 1
         span = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return span[idx - self.offsets[first]]
+        return window_input(span, lo - self.offsets[first], b - a)
 
     def _window_lock(self, k: int):
         import threading
