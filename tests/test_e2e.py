@@ -194,8 +194,13 @@ def test_run_json_holds_every_contract_key(work):
     # how the sampler overlapped the shot checks (tests/test_shot_checks_during_generation.py)
     assert generation.pop("shot_checks_during_generation") >= 0
     assert generation.pop("composed_again_after_shot_checks") in (True, False)
+    # the sampler's torch threads: the setting, and how many windows ran with each count (auto: 1 or 2)
+    threads = generation.pop("threads")
+    setting = generate.sampler_thread_setting()
+    assert threads["setting"] == ("auto" if setting is None else setting)
+    assert sum(threads["windows"].values()) >= 1 and set(threads["windows"]) <= {"1", "2", str(setting)}
     assert generation == {"seed": SEED, **generate.SamplerSettings.with_overrides(architecture).to_json(),
-                                 "precision": "int8", "threads": generate.sampler_thread_count(),
+                                 "precision": "int8",
                                  "convolutions": "bf16" if bf16_convolutions_supported() else "fp32"}
     assert run["input"]["size"] == work["video"].stat().st_size and len(run["input"]["sha256"]) == 64
     assert abs(run["video"]["duration_s"] - DURATION) < 0.1

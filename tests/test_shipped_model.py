@@ -90,6 +90,18 @@ def test_shipped_model_is_deterministic(shipped):
     assert not np.array_equal(roll, other)
 
 
+def test_the_notes_do_not_depend_on_the_sampler_threads(shipped, monkeypatch):
+    """One torch thread or two (what auto picks window by window, music.generate.SamplerThreads): the
+    same notes, bit for bit."""
+    from bgmgen.music.generate import SAMPLER_THREADS_ENV, generate_roll, load_music_model
+
+    plan, roll = shipped
+    model = load_music_model()
+    for n in ("1", "2"):
+        monkeypatch.setenv(SAMPLER_THREADS_ENV, n)
+        assert np.array_equal(generate_roll(model, plan, seed=0), roll), f"{n} thread(s)"
+
+
 def test_the_default_model_is_the_family_the_sampler_defaults_are_for():
     """generate.DEFAULT_* name the shipped default model's family settings (the web page's guidance
     slider starts at DEFAULT_GUIDANCE): they must belong to the model models/ ships as the default."""

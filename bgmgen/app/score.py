@@ -279,6 +279,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             model.denoiser.architecture, steps=opts.steps, guidance=opts.guidance, guide_groups=opts.guide_groups,
             strict_groove=not opts.loose_groove, order=opts.order,
             temperature=opts.temperature)
+        sampler_threads = generate.SamplerThreads()  # both compositions' windows, for run.json
 
         def compose(plan):
             """The piece for `plan`. The render's parts that lie well inside what the sampler has written
@@ -301,7 +302,8 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
                     pass
 
             with sw.stage("generate", stage_cb):
-                return generate.generate_roll(model, plan, seed=opts.seed, settings=settings, written=written)
+                return generate.generate_roll(model, plan, seed=opts.seed, settings=settings, written=written,
+                                              threads=sampler_threads)
 
         roll = compose(music_plan)
         # The final analysis. Its plan is the provisional one unless a check moved a frame across the
@@ -394,7 +396,7 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
                 "generation": {"seed": opts.seed, **settings.to_json(), "precision": model.precision,
                                "shot_checks_during_generation": pending.pending_checks,
                                "composed_again_after_shot_checks": recomposed,
-                               "convolutions": model.convolutions, "threads": generate.sampler_thread_count()},
+                               "convolutions": model.convolutions, "threads": sampler_threads.to_json()},
                 "render": render_info,
                 "mux": mux_info,
                 "weights": weights,

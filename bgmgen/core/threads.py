@@ -1,14 +1,21 @@
-"""threads: background threads' priority, and imports begun ahead of need.
+"""threads: background threads' priority, the count of background jobs under way, and imports begun
+ahead of need.
 
 Scoring runs work that only needs to be done by some later point (render parts, shot checks, report
-keyframes) beside the sampler, whose single thread sets the pace. On Linux each thread has its own
-nice value, so such work can yield to the sampler instead of taking a share of its core.
+keyframes) beside the sampler. On Linux each thread has its own nice value, so such work can yield to
+the sampler instead of taking a share of its core. The shot checks and the keyframe decode also say
+when they run (`background_job`), so that the sampler takes the second core only while neither does
+(music.generate.SamplerThreads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+
+_background_jobs = 0  # background jobs under way in this process (started and not ended)
+_background_lock = threading.Lock()
 
 
 def lower_thread_priority(niceness: int) -> None:
@@ -19,6 +26,64 @@ def lower_thread_priority(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
     except (AttributeError, OSError):
         pass
+
+
+@contextlib.contextmanager
+def background_job():
+    """Count the calling thread's work (the shot checks, the report keyframes' decode) as a background
+    job under way in this process, until the block ends."""
+    global _background_jobs
+    with _background_lock:
+        _background_jobs += 1
+    try:
+        yield
+    finally:
+        with _background_lock:
+            _background_jobs -= 1
+
+
+def background_jobs() -> int:
+    """Background jobs under way in this process."""
+    return _background_jobs
+
+
+class OtherLoad:
+    """How many of this process's CPUs the rest of the machine (other processes) kept busy since the
+    last call, in cores: the busy time of the CPUs this process may run on (/proc/stat) minus this
+    process's own CPU time, over the wall time between the calls. None where /proc/stat cannot be
+    read (not Linux) and on the first call."""
+
+    def __init__(self):
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        import time
+
+        wanted = {f"cpu{c}" for c in self.cpus}
+        busy = 0
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                for line in f:
+                    fields = line.split()
+                    if fields and fields[0] in wanted:
+                        ticks = [int(v) for v in fields[1:8]]  # user nice system idle iowait irq softirq
+                        busy += sum(ticks) - ticks[3] - ticks[4]
+        except (OSError, ValueError):
+            return None
+        if not wanted:
+            return None
+        mine = os.times()
+        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), mine.user + mine.system
+
+    MIN_INTERVAL_S = 0.2  # /proc/stat counts in clock ticks (10 ms): shorter intervals say little
+
+    def cores(self) -> float | None:
+        now, last = self._sample(), self._last
+        self._last = now
+        if now is None or last is None or now[0] - last[0] < self.MIN_INTERVAL_S:
+            return None
+        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0]))
 
 
 def import_modules(modules) -> None:

@@ -9,7 +9,6 @@ whose controls are padded by repeating the last bar, then cropped.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,12 +128,14 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
                            present: dict[str, bool] | None = None, guide_groups: tuple[str, ...] | None = None,
                            strict_groove: bool = DEFAULT_STRICT_GROOVE, order: str = DEFAULT_ORDER,
                            temperature: float = DEFAULT_TEMPERATURE, progress=None,
-                           written=None) -> np.ndarray:
+                           written=None, threads: SamplerThreads | None = None) -> np.ndarray:
     """Roll (2, n_beats * 4, 128) in {0, 1} for the given per-beat controls.
 
     written(done_steps, roll_so_far): called after each window with the steps written so far and a
     function that returns the roll as it stands (what follows is silent; a note held at the end may
     still go on). For work that can start on the piece before it is complete (score.py: the render).
+    threads: the torch threads per window (SamplerThreads, a new one by default; the notes do not
+    depend on them).
     Classifier-free guidance at scale `guidance` pushes away from a branch in which `guide_groups` are
     dropped (None: the model family's, SAMPLER_DEFAULTS_BY_ARCHITECTURE); groups not listed are in both
     branches, so they act at scale 1.
@@ -163,24 +164,29 @@ def generate_from_controls(model: MusicModel, controls: C.BeatControls, *, seed:
     dev = model.device
     starts = window_starts(total_bars)
     done_until = 0  # steps already generated
-    with sampler_threads(), torch.inference_mode():
-        for k, bar in enumerate(starts):
-            b0, s0 = bar * BEATS_PER_BAR, bar * STEPS_PER_BAR
-            w = ctl.slice(b0, b0 + BEATS_PER_WINDOW)
-            layout = model.denoiser.layout
-            cond = torch.from_numpy(C.encode(w, present, layout))[None].to(dev)
-            uncond = torch.from_numpy(C.encode(w, uncond_present, layout))[None].to(dev)
-            segments = torch.from_numpy((w.phrase_id - w.phrase_id.min()).astype(np.int64))[None].to(dev)
-            on_groove = None
-            if strict_groove and w.groove is not None and (present or {}).get("rhythm", True):
-                on_groove = w.groove.reshape(-1) > 0  # (128,)
-            piece.sample(model, s0, known_steps=max(0, done_until - s0), cond=cond, uncond=uncond,
-                          segments=segments, steps=steps, guidance=guidance, on_groove=on_groove, generator=gen)
-            done_until = s0 + WINDOW_STEPS
-            if progress:
-                progress(k + 1, len(starts))
-            if written and k + 1 < len(starts):
-                written(done_until, lambda: piece.roll(n_beats * STEPS_PER_BEAT, shift))
+    threads = threads or SamplerThreads()
+    try:
+        with torch.inference_mode():
+            for k, bar in enumerate(starts):
+                threads.next_window()
+                b0, s0 = bar * BEATS_PER_BAR, bar * STEPS_PER_BAR
+                w = ctl.slice(b0, b0 + BEATS_PER_WINDOW)
+                layout = model.denoiser.layout
+                cond = torch.from_numpy(C.encode(w, present, layout))[None].to(dev)
+                uncond = torch.from_numpy(C.encode(w, uncond_present, layout))[None].to(dev)
+                segments = torch.from_numpy((w.phrase_id - w.phrase_id.min()).astype(np.int64))[None].to(dev)
+                on_groove = None
+                if strict_groove and w.groove is not None and (present or {}).get("rhythm", True):
+                    on_groove = w.groove.reshape(-1) > 0  # (128,)
+                piece.sample(model, s0, known_steps=max(0, done_until - s0), cond=cond, uncond=uncond,
+                              segments=segments, steps=steps, guidance=guidance, on_groove=on_groove, generator=gen)
+                done_until = s0 + WINDOW_STEPS
+                if progress:
+                    progress(k + 1, len(starts))
+                if written and k + 1 < len(starts):
+                    written(done_until, lambda: piece.roll(n_beats * STEPS_PER_BEAT, shift))
+    finally:
+        threads.close()
     return piece.roll(n_beats * STEPS_PER_BEAT, shift)
 
 
@@ -251,31 +257,90 @@ class MelodyAccompanimentPiece:
         return notes_to_roll(notes, n_steps)
 
 
-@contextlib.contextmanager
-def sampler_threads():
-    """Run the sampler with BGMGEN_GENERATE_THREADS torch threads (default 1), restoring the setting after.
+SAMPLER_THREADS_ENV = "BGMGEN_GENERATE_THREADS"  # a count, or unset / "auto" (SamplerThreads)
+MOST_SAMPLER_THREADS = 2  # auto's ceiling: the two-thread figures below are all that was measured
+# auto: two threads only while the machine's other processes leave two CPUs free, give or take this.
+OTHER_LOAD_MARGIN = 0.3  # cores
 
-    The denoiser's matmuls are small (batch 2, 6 M parameters); with 2 OpenMP threads on cores shared
-    with other work the threads spin-wait on each other: 3 bars took 93.5 s wall / 46 s CPU with 2
-    threads and 1.8 s / 0.9 s with 1. A fixed setting also keeps the MIDI byte-identical run to run.
-    """
-    import torch
 
-    n = sampler_thread_count()
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
+def sampler_thread_setting() -> int | None:
+    """BGMGEN_GENERATE_THREADS as a thread count, or None for auto (unset, "auto" or not a number)."""
+    value = os.environ.get(SAMPLER_THREADS_ENV, "auto").strip().lower()
     try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def sampler_thread_count() -> int:
-    """Torch threads the sampler uses: BGMGEN_GENERATE_THREADS, default 1."""
-    try:
-        return max(1, int(os.environ.get("BGMGEN_GENERATE_THREADS", "1")))
+        return max(1, int(value))
     except ValueError:
-        return 1
+        return None
+
+
+def usable_cores() -> int:
+    """CPUs this process may use for torch: OMP_NUM_THREADS when set (Ray sets it to a worker's CPUs),
+    else the CPUs it may run on."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class SamplerThreads:
+    """Torch threads for each window of the sampler (`next_window()` sets them), restored by `close()`.
+
+    BGMGEN_GENERATE_THREADS=N fixes N. Auto (the default): two threads for a window when this process
+    has no background job under way (core.threads: the shot checks, the report keyframes' decode),
+    the machine's other processes left two of its CPUs free during the last window
+    (core.threads.OtherLoad; the first window cannot know and takes one) and OMP_NUM_THREADS allows
+    two; else one. Why not always two: the denoiser's matmuls are small (batch 2, 6 M parameters) and
+    two OpenMP threads on cores shared with other work spin-wait on each other (3 bars took 93.5 s
+    wall / 46 s CPU with 2 threads and 1.8 s / 0.9 s with 1). With the second core free, two threads
+    sampled a 10-minute piece (28 windows) in 24.8 s instead of 37.9 s here, 27.6 s beside a busy
+    loop at nice 10 (the render's parts ahead run at that priority, so they do not count as jobs).
+    The thread count does not change the notes (tested on the shipped model; a 10-minute piece's 28
+    windows also came out the same): as far as we know every operation the sampler runs splits its
+    work over threads without changing any element's arithmetic (int8 matmuls accumulate exactly in
+    integers; the rest works per element or per row, and the random draws are serial)."""
+
+    def __init__(self, other_load=None):
+        import torch
+
+        from bgmgen.core.threads import OtherLoad
+
+        self.setting = sampler_thread_setting()
+        self.most = min(MOST_SAMPLER_THREADS, usable_cores())
+        self.other_load = other_load or (OtherLoad() if self.setting is None and self.most > 1 else None)
+        self.restore = torch.get_num_threads()
+        self.windows: dict[int, int] = {}  # threads -> windows sampled with them
+
+    def choose(self) -> int:
+        """The thread count for the next window."""
+        from bgmgen.core.threads import background_jobs
+
+        if self.setting is not None:
+            return self.setting
+        if self.most < 2 or background_jobs():
+            if self.other_load is not None:
+                self.other_load.cores()  # so that the next reading covers the next window only
+            return 1
+        others = self.other_load.cores()  # of the CPUs this process may run on
+        free = None if others is None else len(self.other_load.cpus) - others
+        return self.most if free is not None and free >= self.most - OTHER_LOAD_MARGIN else 1
+
+    def next_window(self) -> int:
+        import torch
+
+        n = self.choose()
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        self.windows[n] = self.windows.get(n, 0) + 1
+        return n
+
+    def close(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.restore)
+
+    def to_json(self) -> dict:
+        """For run.json: the setting and how many windows ran with each thread count."""
+        return {"setting": "auto" if self.setting is None else self.setting,
+                "windows": {str(k): v for k, v in sorted(self.windows.items())}}
 
 
 @dataclass(frozen=True)
@@ -301,11 +366,11 @@ class SamplerSettings:
 
 
 def generate_roll(model: MusicModel, plan, *, seed: int = 0, settings: SamplerSettings = SamplerSettings(),
-                  progress=None, written=None) -> np.ndarray:
+                  progress=None, written=None, threads: SamplerThreads | None = None) -> np.ndarray:
     """Contract entry point (docs/CONTRACTS.md): MusicPlan -> roll (2, n_beats * 4, 128) in {0, 1}.
-    written: see generate_from_controls."""
+    written, threads: see generate_from_controls."""
     return generate_from_controls(model, plan.controls, seed=seed, **asdict(settings), progress=progress,
-                                  written=written)
+                                  written=written, threads=threads)
 
 
 def clean_roll(roll: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ import numpy as np
 
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError, one_line
 from bgmgen.core.files import content_sha256, user_cache_dir
-from bgmgen.core.threads import lower_thread_priority
+from bgmgen.core.threads import background_job, lower_thread_priority
 from bgmgen.core.timing import Stopwatch
 from bgmgen.video import motion as motion_mod
 from bgmgen.video import semantic
@@ -403,7 +403,8 @@ def analyse_video_provisional(path, options: AnalysisOptions | None = None, mode
         # and only the report needs them, drawn during the render.
         lower_thread_priority(KEYFRAMES_NICENESS)
         t0 = time.perf_counter()
-        frames = motion_mod.sample_frames(info, scan, keyframe_times, clip_times, threads=1).report
+        with background_job():  # the sampler keeps to one thread meanwhile (music.generate.SamplerThreads)
+            frames = motion_mod.sample_frames(info, scan, keyframe_times, clip_times, threads=1).report
         return frames, time.perf_counter() - t0
 
     def finished(result: VideoAnalysis, keyframe_times, clip_times, sampled,

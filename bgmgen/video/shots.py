@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bgmgen.core.threads import lower_thread_priority
+from bgmgen.core.threads import background_job, lower_thread_priority
 from bgmgen.video.transnet_cpu import TN_H, TN_W, FastTransNetV2
 
 PACKAGE_WINDOW, CONTEXT = 100, 25  # the package: 100-frame windows, 25 frames of context each side
@@ -624,7 +624,8 @@ class PendingChecks:
 
     def _background(self) -> None:
         lower_thread_priority(CHECKS_NICENESS)
-        self._drain()
+        with background_job():  # the sampler keeps to one thread meanwhile (music.generate.SamplerThreads)
+            self._drain()
 
     def _drain(self) -> None:
         try:
