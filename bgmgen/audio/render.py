@@ -35,7 +35,7 @@ from bgmgen.core.assets import checkout_soundfont_dir
 from bgmgen.core.constants import SAMPLE_RATE, TARGET_LUFS, TRUE_PEAK_DBTP
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
 from bgmgen.core.files import atomic_path
-from bgmgen.core.threads import lower_thread_priority
+from bgmgen.core.threads import lower_thread_priority, process_cpus
 
 N_CHANNELS = 2  # stereo output
 SOUNDFONT_ENV = "BGMGEN_SOUNDFONT"
@@ -351,10 +351,7 @@ def _synthesize_part(fluidsynth, soundfont: Path, reverb: bool, start: int, even
 
 def render_threads() -> int:
     """Threads the synthesis parts run on: the CPUs this process may use (FluidSynth releases the GIL)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return len(process_cpus())
 
 
 def _event_samples(midi_path: Path, data: bytes | None = None) -> list[tuple[int, object]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 
 _background_jobs = 0  # background jobs under way in this process (started and not ended)
 _background_lock = threading.Lock()
@@ -47,19 +48,27 @@ def background_jobs() -> int:
     return _background_jobs
 
 
+def process_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity; every CPU where that cannot be asked)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 class OtherLoad:
     """How many of this process's CPUs the rest of the machine (other processes) kept busy since the
     last call, in cores: the busy time of the CPUs this process may run on (/proc/stat) minus this
     process's own CPU time, over the wall time between the calls. None where /proc/stat cannot be
     read (not Linux) and on the first call."""
 
+    MIN_INTERVAL_S = 0.2  # /proc/stat counts in clock ticks (10 ms): shorter intervals say little
+
     def __init__(self):
-        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.cpus = process_cpus()
         self._last = self._sample()
 
     def _sample(self) -> tuple[float, float, float] | None:
-        import time
-
+        """(wall time, busy seconds of self.cpus, this process's CPU seconds), or None."""
         wanted = {f"cpu{c}" for c in self.cpus}
         busy = 0
         try:
@@ -71,12 +80,8 @@ class OtherLoad:
                         busy += sum(ticks) - ticks[3] - ticks[4]
         except (OSError, ValueError):
             return None
-        if not wanted:
-            return None
         mine = os.times()
         return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), mine.user + mine.system
-
-    MIN_INTERVAL_S = 0.2  # /proc/stat counts in clock ticks (10 ms): shorter intervals say little
 
     def cores(self) -> float | None:
         now, last = self._sample(), self._last

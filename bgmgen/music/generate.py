@@ -26,6 +26,7 @@ from bgmgen.core.constants import (
     STEPS_PER_BEAT,
     WINDOW_STEPS,
 )
+from bgmgen.core.threads import OtherLoad, background_jobs, process_cpus
 from bgmgen.music import controls as C
 from bgmgen.music.tokens import ACC_KEYS, ACC_REST, MEL_REST, key_shift, notes_to_roll, tokens_to_notes
 
@@ -278,7 +279,7 @@ def usable_cores() -> int:
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return len(process_cpus())
 
 
 class SamplerThreads:
@@ -298,10 +299,8 @@ class SamplerThreads:
     work over threads without changing any element's arithmetic (int8 matmuls accumulate exactly in
     integers; the rest works per element or per row, and the random draws are serial)."""
 
-    def __init__(self, other_load=None):
+    def __init__(self, other_load: OtherLoad | None = None):
         import torch
-
-        from bgmgen.core.threads import OtherLoad
 
         self.setting = sampler_thread_setting()
         self.most = min(MOST_SAMPLER_THREADS, usable_cores())
@@ -311,17 +310,15 @@ class SamplerThreads:
 
     def choose(self) -> int:
         """The thread count for the next window."""
-        from bgmgen.core.threads import background_jobs
-
         if self.setting is not None:
             return self.setting
-        if self.most < 2 or background_jobs():
-            if self.other_load is not None:
-                self.other_load.cores()  # so that the next reading covers the next window only
+        if self.most < 2:
             return 1
-        others = self.other_load.cores()  # of the CPUs this process may run on
-        free = None if others is None else len(self.other_load.cpus) - others
-        return self.most if free is not None and free >= self.most - OTHER_LOAD_MARGIN else 1
+        others = self.other_load.cores()  # read every window, so that each reading covers one window
+        if background_jobs() or others is None:
+            return 1
+        free = len(self.other_load.cpus) - others  # of the CPUs this process may run on
+        return self.most if free >= self.most - OTHER_LOAD_MARGIN else 1
 
     def next_window(self) -> int:
         import torch
