@@ -369,14 +369,27 @@ def test_roll_to_midi_lasts_exactly_and_ends_on_tonic_chord(tiny_model, tmp_path
     assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
 
 
+def _few_songs(tmp_path, songs=("001", "017", "018", "023", "060", "080")) -> tuple[Path, Path]:
+    """A POP909 and a POP909-structure folder holding a few of the real songs (links: nothing copied),
+    training and validation ones: the grid cache of the whole dataset takes a minute or two to build."""
+    data, structure = tmp_path / "pop909", tmp_path / "pop909-structure"
+    for src, dst in ((POP909, data), (STRUCTURE, structure)):
+        dst.mkdir()
+        for song in songs:
+            (dst / song).symlink_to(src / song, target_is_directory=True)
+    return data, structure
+
+
 @pytest.mark.skipif(not POP909.exists(), reason="POP909 not available")
-def test_training_resumes_bit_for_bit(tmp_path):
+def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     """A run stopped at step 2 and resumed to step 4 ends with the same weights as a straight run."""
     from safetensors.torch import load_file
 
     from bgmgen.training.train import TrainOptions, train
 
-    common = dict(data=str(POP909), structure=str(STRUCTURE), steps=4, batch_size=2, d_model=32, n_layers=1,
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # this small dataset's grid cache
+    data, structure = _few_songs(tmp_path)
+    common = dict(data=str(data), structure=str(structure), steps=4, batch_size=2, d_model=32, n_layers=1,
                   n_heads=2, ckpt_every=2, eval_every=1000, warmup=2, threads=1, quiet=True)
     train(TrainOptions(out=str(tmp_path / "straight"), **common), log=lambda *a: None)
     train(TrainOptions(out=str(tmp_path / "resumed"), stop_after=2, **common), log=lambda *a: None)
