@@ -8,6 +8,7 @@ import json
 import shutil
 import struct
 import subprocess
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -197,6 +198,8 @@ def test_loudness_meter_matches_pyloudnorm():
     ours = loudness.integrated_loudness(x.astype(np.float32), chunk=10_000)  # chunk boundaries off the hop grid
     ref = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(x)
     assert ours == pytest.approx(ref, abs=0.05)
+    # the channels filtered one after another (score.py's measurement beside the mux): the same value
+    assert loudness.integrated_loudness(x.astype(np.float32), chunk=10_000, threads=1) == ours
     assert loudness.integrated_loudness(np.zeros((SAMPLE_RATE, 2), np.float32)) == float("-inf")
     assert render.integrated_loudness is loudness.integrated_loudness  # render measures with the same meter
 
@@ -297,10 +300,19 @@ def test_parts_synthesised_ahead_give_the_same_wav(tmp_path):
             next(n for n in piano.notes if n.start >= bump).velocity += 1
         return part
 
+    def done_ahead(parts: render.PartsAhead) -> render.PartsAhead:
+        """As after generation: the offers have run, and the parts they started are synthesised."""
+        for offer in list(parts.offers):
+            offer.result()
+        for synthesis in list(parts.started.values()):
+            synthesis.result()
+        return parts
+
     ahead = render.PartsAhead(62.0, options)
     for written_s in (21.0, 40.0):  # the first two of four 15.5 s parts become ready, one at a time
         ahead.offer(lambda s=written_s: up_to(s), written_s)
     assert not ahead.wants(40.0) and ahead.wants(62.0)
+    done_ahead(ahead)
     info = render.render_midi(tmp_path / "p.mid", tmp_path / "ahead.wav", 62.0, options, ahead=ahead)
     ahead.close()
     assert info["parts_ahead"] == 2
@@ -308,10 +320,25 @@ def test_parts_synthesised_ahead_give_the_same_wav(tmp_path):
 
     changed = render.PartsAhead(62.0, options)  # part 0 written with one note louder than it ends up
     changed.offer(lambda: up_to(40.0, bump=5.0), 40.0)
-    info = render.render_midi(tmp_path / "p.mid", tmp_path / "changed.wav", 62.0, options, ahead=changed)
+    info = render.render_midi(tmp_path / "p.mid", tmp_path / "changed.wav", 62.0, options, ahead=done_ahead(changed))
     changed.close()
     assert info["parts_ahead"] == 1  # part 1 as it ends up; part 0 synthesised again
     assert (tmp_path / "changed.wav").read_bytes() == (tmp_path / "plain.wav").read_bytes()
+
+    # The thread ahead still busy when the render starts (here: held): what it has not begun is not
+    # waited for; the render synthesises those parts itself, to the same bytes.
+    busy = render.PartsAhead(62.0, options)
+    release = threading.Event()
+    held = busy.pool.submit(release.wait, 60)
+    busy.offer(lambda: up_to(40.0), 40.0)
+    try:
+        info = render.render_midi(tmp_path / "p.mid", tmp_path / "busy.wav", 62.0, options, ahead=busy)
+        assert not held.done()  # the render did not wait for the thread ahead
+    finally:
+        release.set()
+        busy.close()
+    assert info["parts_ahead"] == 0
+    assert (tmp_path / "busy.wav").read_bytes() == (tmp_path / "plain.wav").read_bytes()
 
 
 def test_render_in_parts_sounds_as_one_synthesizer(tmp_path, monkeypatch):

@@ -343,13 +343,19 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
                                     keyframes.frames)
                 return time.perf_counter() - t0, keyframes
 
-            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="report") as pool:
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="report") as pool, \
+                    concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loudness") as meter:
                 drawn = pool.submit(draw_report)
                 with sw.stage("render", stage_cb):
-                    render_info = render.render_midi(str(tmp / names["midi"]), str(tmp / names["wav"]),
-                                                     info.duration_s, render_options, ahead=ahead)
+                    rendered = render.render_wav(str(tmp / names["midi"]), str(tmp / names["wav"]),
+                                                 info.duration_s, render_options, ahead=ahead)
+                # The WAV's loudness (for run.json) is measured while ffmpeg muxes it, on the core the
+                # encoder leaves free (one thread: with two, the encoder took up to 1.6x as long).
+                measured = meter.submit(rendered.with_loudness, threads=1)
                 with sw.stage("mux", stage_cb):
                     mux_info = mux.mux(str(path), str(tmp / names["wav"]), str(tmp / names["video"]), info, mix)
+                render_info = measured.result()
+                del rendered
                 with sw.stage("report_wait", stage_cb):
                     report_s, keyframes = drawn.result()  # re-raises the report's (or the keyframes') error
                     sw.timings["report"] = round(report_s, 4)

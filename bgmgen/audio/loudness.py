@@ -23,6 +23,7 @@ TRUE_PEAK_OVERSAMPLE = 4
 TRUE_PEAK_SEARCH_DB = 6.0
 PCM16_SCALE = 32767.0
 CHUNK = 1 << 20  # samples per chunk when walking long renders (keeps temporaries small)
+METER_THREADS = 2  # scipy's lfilter and upfirdn release the GIL, so the meters' pieces run side by side
 
 
 def _as_2d(audio: np.ndarray) -> np.ndarray:
@@ -72,8 +73,10 @@ def _k_weighting_coeffs(rate: int):
             for s in stages]
 
 
-def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int = 1 << 20) -> float:
-    """BS.1770-4 gated integrated loudness (LUFS) of [n, channels] audio, in chunks (constant memory).
+def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int = 1 << 20,
+                        threads: int = METER_THREADS) -> float:
+    """BS.1770-4 gated integrated loudness (LUFS) of [n, channels] audio, in chunks (constant memory),
+    its channels filtered on up to `threads` threads (the same value on any number).
 
     Returns -inf for silence. Clips shorter than one 400 ms block are measured looped to 1 s.
     """
@@ -109,7 +112,7 @@ def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int =
 
     # The channels are filtered side by side on long audio (each channel's numbers are the same as in
     # one thread): 1.5 -> 0.8 s for 10 minutes of stereo here.
-    _map_on_threads(filter_channel, range(n_ch), n >= chunk)
+    _map_on_threads(filter_channel, range(n_ch), n >= chunk and threads > 1)
     n_blocks = n_hops - hops_per_block + 1
     if n_blocks <= 0:
         return float("-inf")
@@ -178,9 +181,6 @@ def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, bl
     # for 10 minutes of stereo here.
     peaks = _map_on_threads(run_peak, runs, len(runs) > 8)
     return 20.0 * np.log10(max([sample_peak, *peaks]))
-
-
-METER_THREADS = 2  # scipy's lfilter and upfirdn release the GIL, so the meters' pieces run side by side
 
 
 def _map_on_threads(fn, items, worth_it: bool) -> list:
