@@ -817,3 +817,27 @@ def test_report_keyframes_for_the_longest_shots_only_on_long_videos():
     assert shown_shots(few, max_shown=3) == [0, 1]
     many = [(0, 5), (5, 50), (50, 52), (52, 80), (80, 85), (85, 90)]
     assert shown_shots(many, max_shown=3) == [0, 1, 3]  # 45 and 28 frames, and the first of the 5-frame shots
+
+
+def test_two_videos_at_once_load_the_shot_detector_once(monkeypatch):
+    """AnalysisModels is shared by the videos a web page scores side by side: asked for the shot
+    detector from two threads at once, it loads one (the other waits for it)."""
+    import concurrent.futures
+    import time
+
+    from bgmgen.video import analysis
+    from bgmgen.video.analysis import AnalysisModels, AnalysisOptions
+
+    built = []
+    real = analysis.shots_mod.ShotDetector
+
+    def slow_to_load(*args, **kwargs):
+        built.append(1)
+        time.sleep(0.3)  # long enough for the second thread to ask meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analysis.shots_mod, "ShotDetector", slow_to_load)
+    models = AnalysisModels(AnalysisOptions())
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: models.shot_detector, range(2))
+    assert first is second and len(built) == 1

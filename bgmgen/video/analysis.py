@@ -68,9 +68,16 @@ class AnalysisModels:
         self.timings_s: dict[str, float] = {}
         # Set once the shot detector (or its fallback) is loaded: scoring starts its other loads then.
         self.shot_detector_loaded = threading.Event()
+        # Videos analysed side by side (a web page's takes share these models) load each model once;
+        # one lock per model, so that one video's two loads still run side by side.
+        self._loading_shots, self._loading_semantic = threading.Lock(), threading.Lock()
 
     @property
     def shot_detector(self):
+        with self._loading_shots:
+            return self._load_shot_detector()
+
+    def _load_shot_detector(self):
         if self._shots is None:
             t = time.perf_counter()
             try:
@@ -87,11 +94,12 @@ class AnalysisModels:
 
     @property
     def semantic(self) -> semantic.SemanticModels:
-        if self._semantic is None:
-            t = time.perf_counter()
-            self._semantic = semantic.SemanticModels(self.options)
-            self.timings_s["load_semantic"] = time.perf_counter() - t
-        return self._semantic
+        with self._loading_semantic:
+            if self._semantic is None:
+                t = time.perf_counter()
+                self._semantic = semantic.SemanticModels(self.options)
+                self.timings_s["load_semantic"] = time.perf_counter() - t
+            return self._semantic
 
 
 # -------------------------------------------------------------------------------------------- cache
