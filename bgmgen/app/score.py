@@ -36,15 +36,20 @@ PREWARM_MODULES = ("torch", "scipy.signal", "scipy.ndimage", "scipy.io.wavfile",
 
 def _prewarm_imports(music_model: concurrent.futures.Future | None = None, resume_collector: bool = False,
                      after: Callable[[], None] | None = None) -> None:
-    """After `after()` returns, import what later stages need; then, with `resume_collector`, wait for
-    the music model's load and turn the cyclic garbage collector back on (see
-    _pause_collector_for_startup)."""
+    """After `after()` returns, import what later stages need and collect the versions run.json
+    records (`ffmpeg -version` and package metadata: about 0.1 s, at the end of the first video
+    otherwise); then, with `resume_collector`, wait for the music model's load and turn the cyclic
+    garbage collector back on (see _pause_collector_for_startup)."""
     from bgmgen.core.threads import import_modules
 
     try:
         if after is not None:
             after()
         import_modules(PREWARM_MODULES)
+        try:
+            collect_versions()
+        except Exception:  # noqa: BLE001, S110 - run.json collects them again and reports what fails
+            pass
         if music_model is not None:
             concurrent.futures.wait([music_model])  # a failed load is music_model()'s to report
     finally:
