@@ -7,17 +7,25 @@
     .venv/bin/python scripts/bench_score.py --content camera  # noisy camera-like content, ~9 Mbit/s
     .venv/bin/python scripts/bench_score.py --content real    # real footage: a test clip looped to 60 s
     .venv/bin/python scripts/bench_score.py --content real --duration 600  # ... or to 10 minutes
+    .venv/bin/python scripts/bench_score.py --video my.mp4 --runs 4 --against HEAD~1  # paired A/B
 
 Each run is a fresh `bgmgen score --no-cache --force --quiet` process (offline default path: the
 analysis cache is bypassed so every stage really runs), measured from outside: wall time of the whole
 command (imports and model loading included), the per-stage timings it records in run.json, and the
 peak resident memory of the bgmgen process (ru_maxrss of the child; ffmpeg children are reported
-separately). Target on the project's 2-core machine: <= 15 s wall.
+separately). Targets on the project's 2-core machine: a 60 s clip in 11 s, a 10-minute one in 120 s.
+
+`--against REV` checks REV out into a temporary git worktree and alternates runs of it and of this
+checkout (REV first in odd pairs, this checkout first in even ones), so that the machine's drift,
+which is large on shared 2-core machines, falls on both alike. It prints every run (wall, CPU, peak
+RSS, the main stages, cuts, the MIDI's sha256) and the median of each side and of the paired
+differences.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -72,14 +80,20 @@ def bgmgen_cmd() -> list[str]:
     return [found] if found else [sys.executable, "-m", "bgmgen"]
 
 
-def one_run(video: Path, out: Path, extra: list[str]) -> dict:
-    """Run one scoring process; return wall time, child peak RSS and run.json timings."""
-    cmd = [*bgmgen_cmd(), "score", str(video), "--out", str(out), "--no-cache", "--force", "--quiet", *extra]
+def one_run(video: Path, out: Path, extra: list[str], tree: Path | None = None) -> dict:
+    """Run one scoring process; return wall time, child peak RSS and run.json timings. tree: run the
+    bgmgen package of that source tree (first on PYTHONPATH) instead of the installed one."""
+    command = [sys.executable, "-m", "bgmgen"] if tree else bgmgen_cmd()
+    cmd = [*command, "score", str(video), "--out", str(out), "--no-cache", "--force", "--quiet", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     # wait4 gives the rusage of exactly this child (its own peak RSS; ffmpeg grandchildren are not in it).
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # With a tree, from a folder holding no bgmgen: `python -m` puts the working folder first on sys.path.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=out.parent if tree else None)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     stderr = proc.stderr.read().decode(errors="replace")
@@ -89,7 +103,8 @@ def one_run(video: Path, out: Path, extra: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"bench: bgmgen score failed (exit {proc.returncode}):\n{stderr}")
     run = json.loads((out / video.stem / "run.json").read_text())
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "timings": run["timings_s"],
+    midi = hashlib.sha256((out / video.stem / run["outputs"]["midi"]).read_bytes()).hexdigest()
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "timings": run["timings_s"], "midi_sha256": midi,
             "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
             "fallbacks": run.get("fallbacks", {}), "bpm": run["plan"].get("bpm"),
             "cuts": len(run["analysis"].get("cuts_s", [])), "duration_s": run["video"]["duration_s"],
@@ -110,11 +125,58 @@ print(time.perf_counter() - t0)
 
 
 def decode_floor(video: Path) -> float:
-    """Seconds to decode every frame at 96x54 with decord alone (two decoder threads, as the pipeline's
-    decoder uses), in a fresh process: the floor under any analysis of every frame."""
+    """Seconds to decode every frame at 96x54 with decord alone (two decoder threads, the fastest it
+    goes here; the pipeline's pass uses one, beside the shot detector), in a fresh process: the floor
+    under any analysis of every frame."""
     out = subprocess.run([sys.executable, "-c", FLOOR_CODE, str(video)], check=True, capture_output=True,
                          text=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def source_tree(rev: str, parent: Path) -> Path:
+    """A detached git worktree of `rev` under `parent` (removed by drop_source_tree)."""
+    tree = parent / "against"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(tree), rev], check=True)
+    found = subprocess.run([sys.executable, "-c", "import bgmgen; print(bgmgen.__file__)"], check=True, cwd=parent,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}).stdout
+    if not Path(found.strip()).resolve().is_relative_to(tree.resolve()):
+        drop_source_tree(tree)
+        raise SystemExit(f"bench: PYTHONPATH={tree} still imports bgmgen from {found.strip()}")
+    return tree
+
+
+def drop_source_tree(tree: Path) -> None:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+    subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
+
+
+def paired(video: Path, work: Path, rev: str, pairs: int, extra: list[str]) -> int:
+    """Alternate runs of `rev` and of this checkout; print each run, the medians and the paired differences."""
+    tree = source_tree(rev, work)
+    sides = {rev: tree, "this checkout": REPO}
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    try:
+        for i in range(pairs):
+            for name in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
+                r = one_run(video, work / "out", extra, sides[name])
+                runs[name].append(r)
+                t = r["timings"]
+                print(f"{name[:14]:14s} wall {r['wall_s']:7.2f}  CPU {r['cpu_s']:7.2f}  RSS {r['peak_rss_mb']:5.0f} MB  "
+                      + "  ".join(f"{k} {t.get(k, 0.0):.2f}" for k in ("analysis", "generate", "render", "mux"))
+                      + f"  cuts {r['cuts']}  MIDI {r['midi_sha256'][:12]}", flush=True)
+    finally:
+        drop_source_tree(tree)
+    print(f"\nvideo: {video.name}, {pairs} pair(s)")
+    for name, rs in runs.items():
+        walls = " / ".join(f"{r['wall_s']:.2f}" for r in rs)
+        print(f"{name[:14]:14s} median wall {statistics.median(r['wall_s'] for r in rs):7.2f} s  "
+              f"CPU {statistics.median(r['cpu_s'] for r in rs):7.2f} s  runs {walls}")
+    old, new = runs.values()
+    diff = statistics.median(b["wall_s"] - a["wall_s"] for a, b in zip(old, new))
+    print(f"median paired difference (this checkout - {rev}): {diff:+.2f} s wall")
+    same = {r["midi_sha256"] for rs in runs.values() for r in rs}
+    print("MIDI: the same bytes in every run" if len(same) == 1 else f"MIDI: {len(same)} different files")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -130,6 +192,8 @@ def main(argv=None) -> int:
                     help="also time the decode floor: every frame at 96x54 with decord alone")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--against", metavar="REV",
+                    help="alternate --runs pairs of runs of git revision REV and of this checkout")
     ap.add_argument("extra", nargs="*", help="extra `bgmgen score` flags (after --)")
     args = ap.parse_args(argv)
 
@@ -148,6 +212,8 @@ def main(argv=None) -> int:
             else:
                 video = make_bench_video(work / "bench60.mp4")
             print(f"made {video} in {time.perf_counter() - t0:.1f} s")
+        if args.against:
+            return paired(video.resolve(), work, args.against, args.runs, args.extra)
         runs = []
         for _ in range(args.runs):
             runs.append(one_run(video.resolve(), work / "out", args.extra))
