@@ -278,12 +278,12 @@ def test_window_pass_is_the_network_on_the_whole_window():
     from bgmgen.video.shots import ShotDetector
 
     rng = np.random.default_rng(11)
-    base = rng.integers(0, 256, (6, 1, 1, 3))
-    frames = torch.from_numpy(np.clip(np.repeat(base, 40, axis=0) + rng.integers(0, 40, (240, 27, 48, 3)),
+    base = rng.integers(0, 256, (3, 1, 1, 3))
+    frames = torch.from_numpy(np.clip(np.repeat(base, 40, axis=0) + rng.integers(0, 40, (120, 27, 48, 3)),
                                       0, 255).astype(np.uint8))
     for precision in ("fp32", "int8"):
         fast = ShotDetector(precision=precision).fast
-        for length in (1, 9, 50, 51, 117, 240):
+        for length in (1, 9, 50, 51, 117):  # 117: two whole steps and a part, cut across scene changes
             with torch.inference_mode():
                 whole = fast(frames[None, :length], precision)[0]
                 results = []
