@@ -653,3 +653,25 @@ def test_report_png(tmp_path):
     assert png.stat().st_size > (tmp_path / "no_pictures.png").stat().st_size + 20_000  # the pictures are drawn
     write_report(tmp_path / "empty.png", analysis, plan, np.zeros_like(roll), keyframes.frames)  # no notes
     assert _png_size(tmp_path / "empty.png") == (1400, 900)
+
+
+def test_replaced_sound_decodes_close_to_the_rendered_wav(rendered, videos, tmp_path):
+    """The AAC in the video is the rendered piano as faithfully as 192 kbit/s allows: no intensity
+    stereo, which drops the upper bands' stereo detail (with it a 10-minute render decoded at an SNR
+    of 32.6 dB against the WAV; without, 42.0 dB)."""
+    from scipy.io import wavfile
+
+    _, wav, _ = rendered
+    out = tmp_path / "out.mp4"
+    mux_mod.mux(videos["plain.mp4"], wav, out, _probe(videos["plain.mp4"]), "replace")
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", f"file:{out}", "-map", "0:a:0", "-ac", "2",
+                          "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    got = np.frombuffer(raw, np.int16).reshape(-1, 2).astype(np.float64)
+    want = wavfile.read(wav)[1].astype(np.float64)
+    # Aligned as they are (the MP4's edit list removes the encoder's delay); 0.1 s left out at each end,
+    # where the codec's first and last frames are.
+    edge, n = SAMPLE_RATE // 10, min(len(got), len(want)) - SAMPLE_RATE // 10
+    a, b = want[edge:n], got[edge:n]
+    snr = lambda x, y: 10 * np.log10((x ** 2).sum() / ((y - x) ** 2).sum())  # noqa: E731
+    assert snr(a, b) > 38.0  # 40.4 dB here; 33.0 with intensity stereo
+    assert snr(a[:, 0] - a[:, 1], b[:, 0] - b[:, 1]) > 36.0  # the side channel, the stereo image: 38.9 dB here

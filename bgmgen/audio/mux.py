@@ -45,8 +45,11 @@ MUSIC_GAIN_DB = {"replace": 0.0, "keep": -8.0, "duck": -3.0}  # music level rela
 # reduction for speech at -30 dBFS RMS, 17 dB at -20 dBFS; quick attack, slow release so the music does not pump.
 DUCK = {"threshold": 0.01, "ratio": 8, "attack": 20, "release": 600, "knee": 2.82843, "detection": "rms"}
 OUTPUT_LIMIT = 0.891  # -1 dBFS sample-peak ceiling on the mix (a peak limiter, not loudness normalisation)
-# "fast" AAC coder: 0.77 s instead of 1.24 s for 60 s here, SNR 28.9 vs 29.3 dB against the WAV at 192 kbit/s
-AUDIO_CODEC = {"c:a": "aac", "aac_coder": "fast", "b:a": "192k"}
+# "fast" AAC coder: 0.77 s instead of 1.24 s for 60 s here, SNR 28.9 vs 29.3 dB against the WAV at 192 kbit/s.
+# Without intensity stereo (which drops the high bands' stereo detail) and the mid/side decision: a
+# 10-minute render encodes in 4.6 s instead of 6.1 s (60 s: 0.60 instead of 0.72 s), the same size, and
+# decodes closer to the WAV: SNR 32.6 -> 42.0 dB, side channel 30.5 -> 41.7 dB (2026-12-07).
+AUDIO_CODEC = {"c:a": "aac", "aac_coder": "fast", "aac_is": 0, "aac_ms": 0, "b:a": "192k"}
 REENCODE_VIDEO = {"c:v": "libx264", "preset": "veryfast", "crf": 20, "pix_fmt": "yuv420p"}
 # Re-encode: autorotate (ffmpeg's default) turns the pixels upright; x264 with 4:2:0 needs even sizes. The
 # video stream's own filter (-vf): as a filter_complex output it would lose its metadata (e.g. language).
