@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -841,3 +842,21 @@ def test_two_videos_at_once_load_the_shot_detector_once(monkeypatch):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first, second = pool.map(lambda _: models.shot_detector, range(2))
     assert first is second and len(built) == 1
+
+
+def test_freed_memory_goes_back_only_above_the_resident_budget(monkeypatch):
+    """shots.release_free_memory trims the heap (malloc_trim) only once the process's resident size
+    exceeds TRIM_ABOVE_BYTES: a trim makes the next window fault its activations in again."""
+    from bgmgen.video import shots
+
+    trims = []
+    monkeypatch.setattr(shots, "_MALLOC_TRIM", lambda pad: trims.append(pad))
+    rss = shots.resident_bytes()
+    if sys.platform.startswith("linux"):
+        assert rss > 10_000_000  # this Python process, with numpy loaded
+    monkeypatch.setattr(shots, "TRIM_ABOVE_BYTES", rss + 1_000_000_000)
+    shots.release_free_memory()
+    assert trims == []
+    monkeypatch.setattr(shots, "TRIM_ABOVE_BYTES", -1)
+    shots.release_free_memory()
+    assert trims == [0]
