@@ -846,7 +846,8 @@ def test_two_videos_at_once_load_the_shot_detector_once(monkeypatch):
 
 def test_freed_memory_goes_back_only_above_the_resident_budget(monkeypatch):
     """shots.release_free_memory trims the heap (malloc_trim) only once the process's resident size
-    exceeds TRIM_ABOVE_BYTES: a trim makes the next window fault its activations in again."""
+    exceeds TRIM_ABOVE_BYTES (a trim makes the next window fault its activations in again), or when
+    forced, as it is once the detector's work for a video is over."""
     from bgmgen.video import shots
 
     trims = []
@@ -857,6 +858,8 @@ def test_freed_memory_goes_back_only_above_the_resident_budget(monkeypatch):
     monkeypatch.setattr(shots, "TRIM_ABOVE_BYTES", rss + 1_000_000_000)
     shots.release_free_memory()
     assert trims == []
+    shots.release_free_memory(force=True)  # the detector's work for a video is over
+    assert trims == [0]
     monkeypatch.setattr(shots, "TRIM_ABOVE_BYTES", -1)
     shots.release_free_memory()
-    assert trims == [0]
+    assert trims == [0, 0]

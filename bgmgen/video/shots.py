@@ -100,9 +100,10 @@ def pool_to_tn(frames96: np.ndarray) -> np.ndarray:
     return ((s + 2) >> 2).astype(np.uint8)
 
 
-def release_free_memory() -> None:
+def release_free_memory(force: bool = False) -> None:
     """Give freed heap memory back to the system (glibc malloc_trim; a no-op elsewhere) once this
-    process's resident size exceeds TRIM_ABOVE_BYTES.
+    process's resident size exceeds TRIM_ABOVE_BYTES, or now with `force` (the detector's work for a
+    video is over: what it freed would only raise the peak of the stages after it).
 
     Each TransNetV2 window allocates and frees the same ~30 MB of activations from 2 threads, and
     glibc's heap fragments under that pattern: on a 10-minute video the resident size grew by
@@ -111,7 +112,8 @@ def release_free_memory() -> None:
     A trim has a price, too: the next window faults its activations in again. Trimming after every
     window cost the 60 s real clip 1.29 M page faults and 3.2 s of system time, against 0.85 M and
     2.6 s with no trim at all, while its resident size peaked at 1.49 and 1.55 GB (2026-12-07); the
-    10-minute clip peaked at 2.22 GB with no trim. Hence the threshold."""
+    10-minute clip peaked at 2.22 GB with no trim. Hence the threshold, and one trim when the detector
+    is done (10-minute clip: peak 2.24-2.26 GB with the threshold alone, 1.84 GB with that trim)."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:
@@ -120,7 +122,7 @@ def release_free_memory() -> None:
             _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _MALLOC_TRIM = False
-    if _MALLOC_TRIM and resident_bytes() > TRIM_ABOVE_BYTES:
+    if _MALLOC_TRIM and (force or resident_bytes() > TRIM_ABOVE_BYTES):
         _MALLOC_TRIM(0)
 
 
@@ -543,10 +545,15 @@ class ShotStream:
             return np.concatenate([self.results[k] for k in range(len(layout))])[:n].astype(np.float32)
 
         if not defer_checks:
-            return final()
+            probs = final()
+            release_free_memory(force=True)
+            return probs
         # The checks hold their windows' frames: the stream's copy can go (70 MB for 10 minutes).
         self.chunks, self.offsets = [], []
-        return PendingChecks(final(), TaskQueue(later), final, self.threads)  # with the checks done here
+        pending = PendingChecks(final(), TaskQueue(later), final, self.threads)  # with the checks done here
+        if not pending.pending:
+            release_free_memory(force=True)  # else the checks' thread does, once they are done
+        return pending
 
     def _join_worker(self, futures=()) -> None:
         """Wait for the worker's windows and `futures`; re-raise the first error."""
@@ -641,6 +648,7 @@ class PendingChecks:
         lower_thread_priority(CHECKS_NICENESS)
         with background_job():  # the sampler keeps to one thread meanwhile (music.generate.SamplerThreads)
             self._drain()
+            release_free_memory(force=True)  # the last of the detector's work for this video
 
     def _drain(self) -> None:
         try:
