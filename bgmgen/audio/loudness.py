@@ -112,7 +112,7 @@ def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int =
 
     # The channels are filtered side by side on long audio (each channel's numbers are the same as in
     # one thread): 1.5 -> 0.8 s for 10 minutes of stereo here.
-    _map_on_threads(filter_channel, range(n_ch), n >= chunk and threads > 1)
+    _map_on_threads(filter_channel, range(n_ch), n >= chunk, threads)
     n_blocks = n_hops - hops_per_block + 1
     if n_blocks <= 0:
         return float("-inf")
@@ -183,13 +183,13 @@ def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, bl
     return 20.0 * np.log10(max([sample_peak, *peaks]))
 
 
-def _map_on_threads(fn, items, worth_it: bool) -> list:
-    """[fn(item) for item in items], on METER_THREADS threads when `worth_it` and there is more than
+def _map_on_threads(fn, items, worth_it: bool, threads: int = METER_THREADS) -> list:
+    """[fn(item) for item in items], on up to `threads` threads when `worth_it` and there is more than
     one item (each result is computed exactly as in one thread)."""
     items = list(items)
-    if not worth_it or len(items) < 2:
+    if not worth_it or len(items) < 2 or threads < 2:
         return [fn(item) for item in items]
     import concurrent.futures  # noqa: PLC0415
 
-    with concurrent.futures.ThreadPoolExecutor(min(METER_THREADS, len(items)), thread_name_prefix="meter") as pool:
+    with concurrent.futures.ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="meter") as pool:
         return list(pool.map(fn, items))
