@@ -748,6 +748,56 @@ def test_streamed_checks_of_near_threshold_blocks_equal_predict():
     assert torch.get_num_threads() == threads and pending.checks.busy == 0 and not len(pending.checks)
 
 
+def test_a_thread_with_nothing_to_take_lends_its_core_to_the_task_under_way():
+    """TaskQueue: a task's lend_waiting_threads() gives it one more torch thread per draining thread
+    waiting with nothing queued, none while tasks are queued; each thread's own count is back after."""
+    import threading
+    import time
+
+    import torch
+
+    from bgmgen.video.shots import TaskQueue
+
+    threads = torch.get_num_threads()
+    seen, after = {}, {}
+    queue = TaskQueue()
+
+    def long_task():
+        seen["while the other runs"] = TaskQueue.lend_waiting_threads()
+        first_lent.set()
+        other_done.wait(10)
+        deadline = time.monotonic() + 10
+        while queue.waiting != 1 and time.monotonic() < deadline:  # the other thread has nothing to take
+            time.sleep(0.005)
+        seen["lent"] = (TaskQueue.lend_waiting_threads(), torch.get_num_threads())
+        queue.push_front([lambda: None])  # work for it again: the core goes back
+        seen["after push"] = TaskQueue.lend_waiting_threads() if queue.tasks else None
+
+    def short_task():
+        first_lent.wait(10)
+        other_done.set()
+
+    first_lent, other_done = threading.Event(), threading.Event()
+    queue.push_front([long_task, short_task])
+
+    def drain(name):
+        torch.set_num_threads(1)
+        queue.drain()
+        after[name] = torch.get_num_threads()
+
+    try:
+        workers = [threading.Thread(target=drain, args=(name,)) for name in ("a", "b")]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen["while the other runs"] == 1 and seen["lent"] == (2, 2), seen
+    assert seen["after push"] in (1, None), seen  # None: the other thread took the new task first
+    assert after == {"a": 1, "b": 1} and queue.busy == queue.waiting == 0
+
+
 def test_streamed_shot_detection_equals_predict():
     """ShotStream (windows run while frames arrive) gives exactly ShotDetector.predict's probabilities,
     for lengths around the window layout's edges and uneven chunks; a cancelled stream runs nothing more."""

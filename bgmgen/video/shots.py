@@ -62,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -495,6 +496,7 @@ class ShotStream:
             return max(0, min(self.keep, n - k * self.keep))
 
         def run_block(k: int, b: int, frames: np.ndarray) -> None:
+            TaskQueue.lend_waiting_threads()
             values = d.package_block(frames, b, valid(k))
             with self.lock:
                 checked[(k, b)] = values
@@ -505,7 +507,11 @@ class ShotStream:
             length = layout[k][1]
             with self._window_lock(k):  # the worker may be in the middle of a step of it
                 fast = self.passes.pop(k, None) or d.window_pass()
-                fast.feed(self._window_input(k, fast.fed, length, n))
+                while fast.fed < length:  # a step at a time, each on the cores free at its start
+                    TaskQueue.lend_waiting_threads()
+                    upto = min(length, (fast.fed // fast.chunk + 1) * fast.chunk)
+                    fast.feed(self._window_input(k, fast.fed, upto, n))
+            TaskQueue.lend_waiting_threads()
             fast.end()
             probs = d.kept_probabilities(fast)
             frames = fast.frames()
@@ -527,9 +533,10 @@ class ShotStream:
                           if k not in done)
 
         # Windows left after decoding run side by side, one torch thread each: TransNetV2's small
-        # convolutions split poorly across threads, whole windows on separate cores do not. The
-        # worker takes tasks from the same queue once the window it has under way is done.
-        extra = max(0, min(self.threads, len(queue) + len(done - set(self.results))) - 1)  # besides the worker
+        # convolutions split poorly across threads (1.6x on two), whole windows on separate cores do
+        # not. The worker takes tasks from the same queue once the window it has under way is done. A
+        # thread with nothing left to take lends its core to the task still running (TaskQueue).
+        extra = max(0, self.threads - 1) if len(queue) + len(done - set(self.results)) else 0  # besides the worker
         if extra:
             torch.set_num_threads(1)
         try:
@@ -564,15 +571,21 @@ class ShotStream:
 
 class TaskQueue:
     """Functions of no argument that several threads drain (`drain`); a task may put more at the front
-    (`push_front`), so a thread finding the queue empty waits while any task is still under way."""
+    (`push_front`), so a thread finding the queue empty waits while any task is still under way.
+
+    Each draining thread runs its tasks on its own torch thread count; a long task calls
+    `lend_waiting_threads()` between its steps to take one more per draining thread that waits with
+    nothing queued (the last window of a video ran on one core while the other sat idle for ~1 s)."""
+
+    _draining = threading.local()  # .queue: the TaskQueue the calling thread drains
 
     def __init__(self, tasks=()):
         import collections
-        import threading
 
         self.tasks = collections.deque(tasks)
         self.changed = threading.Condition()
         self.busy = 0  # tasks under way
+        self.waiting = 0  # draining threads waiting for a task while others run
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -586,25 +599,53 @@ class TaskQueue:
         with self.changed:
             self.tasks.clear()
 
+    @classmethod
+    def lend_waiting_threads(cls) -> int:
+        """From a task: run its next torch operations on 1 + the threads waiting in the queue its
+        thread drains with nothing queued (1 outside a drain); returns that count. The numbers do not
+        depend on the thread count (tested), only the time."""
+        import torch
+
+        queue = getattr(cls._draining, "queue", None)
+        threads = 1
+        if queue is not None:
+            with queue.changed:
+                threads += 0 if queue.tasks else queue.waiting
+            threads = max(threads, cls._draining.threads)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
+
     def drain(self) -> None:
         """Run tasks (in torch's inference mode) until none is left or under way; re-raises a task's error."""
         import torch
 
-        while True:
-            with self.changed:
-                while not self.tasks and self.busy:
-                    self.changed.wait()
-                if not self.tasks:
-                    return
-                task = self.tasks.popleft()
-                self.busy += 1
-            try:
-                with torch.inference_mode():  # thread-local: entered in the thread that runs the task
-                    task()
-            finally:
+        threads = torch.get_num_threads()  # this thread's own, restored after each task
+        self._draining.queue, self._draining.threads = self, threads
+        try:
+            while True:
                 with self.changed:
-                    self.busy -= 1
-                    self.changed.notify_all()
+                    while not self.tasks and self.busy:
+                        self.waiting += 1
+                        try:
+                            self.changed.wait()
+                        finally:
+                            self.waiting -= 1
+                    if not self.tasks:
+                        return
+                    task = self.tasks.popleft()
+                    self.busy += 1
+                try:
+                    with torch.inference_mode():  # thread-local: entered in the thread that runs the task
+                        task()
+                finally:
+                    if torch.get_num_threads() != threads:  # the task took waiting threads' cores
+                        torch.set_num_threads(threads)
+                    with self.changed:
+                        self.busy -= 1
+                        self.changed.notify_all()
+        finally:
+            self._draining.queue = None
 
 
 class PendingChecks:
