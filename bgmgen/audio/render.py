@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.audio import loudness
+from bgmgen.audio.dsp import sliding_mean, sliding_min, write_wav_pcm16
 from bgmgen.audio.loudness import (
     PCM16_SCALE,
     integrated_loudness,
@@ -523,8 +524,6 @@ def _limit(audio: np.ndarray, ceiling_lin: float) -> np.ndarray:
     starts `look` samples before a peak and lasts `hold` after it; a centred moving average of
     radius look // 2 then ramps it smoothly and still keeps gain[i] <= need[i]. Computed in chunks
     with enough context that the result equals the whole-array computation."""
-    from scipy.ndimage import minimum_filter1d, uniform_filter1d  # noqa: PLC0415
-
     n = len(audio)
     look = max(1, int(LIMITER_LOOKAHEAD_S * SAMPLE_RATE))
     hold = max(look, int(LIMITER_HOLD_S * SAMPLE_RATE))
@@ -545,11 +544,11 @@ def _limit(audio: np.ndarray, ceiling_lin: float) -> np.ndarray:
         np.maximum(need, 1e-12, out=need)
         np.divide(np.float32(ceiling_lin), need, out=need)
         np.minimum(need, 1.0, out=need)
-        g = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
+        g = sliding_min(need, half)
         if shift:
             g[shift:] = g[:-shift].copy()
             g[:shift] = g[shift]
-        g = uniform_filter1d(g, size=2 * radius + 1, mode="nearest")
+        g = sliding_mean(g, radius)
         np.minimum(g, need, out=g)  # exact guarantee after float rounding
         gain[lo:hi] = g[lo - a:hi - a]
     if limited:
@@ -633,8 +632,6 @@ def render_midi(midi_path, wav_path, duration_s: float, options: RenderOptions =
 def render_wav(midi_path, wav_path, duration_s: float, options: RenderOptions = RenderOptions(),
                ahead: PartsAhead | None = None) -> RenderedWav:
     """`render_midi` up to the written WAV: its info has every field but "lufs"."""
-    from scipy.io import wavfile  # noqa: PLC0415
-
     t0 = time.perf_counter()
     midi_path = Path(midi_path)
     if not midi_path.is_file():
@@ -651,7 +648,7 @@ def render_wav(midi_path, wav_path, duration_s: float, options: RenderOptions = 
     del audio
     tp = info["true_peak_dbtp"] if "true_peak_dbtp" in info else true_peak_dbtp(pcm)
     with atomic_path(wav_path) as tmp:
-        wavfile.write(tmp, SAMPLE_RATE, pcm)
+        write_wav_pcm16(tmp, SAMPLE_RATE, pcm)
     return RenderedWav({
         "true_peak_dbtp": round(float(tp), 2) if np.isfinite(tp) else None,
         "duration_s": len(pcm) / SAMPLE_RATE,
