@@ -49,6 +49,45 @@ def test_probe_containers(tmp_path, suffix, audio, codec):
     assert info.to_json()["path"] == str(path)
 
 
+def test_a_probe_begun_ahead_is_waited_for_not_run_again(tmp_path, monkeypatch):
+    """probe_ahead (the CLI, while the program imports) then probe: one ffprobe run; an error is raised
+    by the probe that waits for it and not remembered."""
+    import threading
+    import time
+
+    from bgmgen.video import probe as probe_mod
+
+    path = make_video(tmp_path / "a.mp4", duration=1.0, size=(160, 90), fps=25, audio="none")
+    calls, release = [], threading.Event()
+    real = probe_mod.ffprobe
+
+    def slow_ffprobe(name, **kwargs):
+        calls.append(name)
+        release.wait(10)  # the probe() below starts while this one is still running
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(probe_mod, "ffprobe", slow_ffprobe)
+    probe_mod.probe_ahead(path)
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    threading.Timer(0.1, release.set).start()
+    assert probe_mod.probe(path).n_frames == 25 and len(calls) == 1
+    assert probe_mod.probe(path) is probe_mod.probe(path) and len(calls) == 1  # memoised
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    release.clear()
+    probe_mod.probe_ahead(bad)
+    while str(bad) not in calls and time.monotonic() < deadline + 10:
+        time.sleep(0.005)
+    threading.Timer(0.1, release.set).start()
+    for _ in range(2):  # raised where it is waited for, and probed again the next time
+        with pytest.raises(InputError, match="not a video file"):
+            probe_mod.probe(bad)
+    assert calls.count(str(bad)) == 2
+
+
 def test_probe_rotation_and_upright_keyframes(tmp_path):
     from bgmgen.video.decode import frames_at, scan_small
 

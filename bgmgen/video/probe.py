@@ -16,9 +16,10 @@ always passed as a `file:` URL, so a name that starts with a dash or a protocol 
 
 from __future__ import annotations
 
-import functools
+import concurrent.futures
 import math
 import os
+import threading
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -136,20 +137,51 @@ def _first_frame_decodes(path: str) -> bool:
 
 
 def probe(path) -> VideoInfo:
-    """VideoInfo of `path`, or an InputError; memoised per (path, size, mtime) within the process."""
+    """VideoInfo of `path`, or an InputError; memoised per (path, size, mtime) within the process (a
+    probe begun by `probe_ahead` is waited for, not run again)."""
     try:
         st = os.stat(path)
         stamp = (st.st_size, st.st_mtime_ns)
     except OSError:
         stamp = None
-    if stamp is not None and os.path.isfile(path):
-        return _probe_cached(str(path), *stamp)
-    return _probe(path)
+    if stamp is None or not os.path.isfile(path):
+        return _probe(path)
+    key = (str(path), *stamp)
+    with _probes_lock:
+        future = _probes.get(key)
+        mine = future is None
+        if mine:
+            future = _probes[key] = concurrent.futures.Future()
+            while len(_probes) > PROBES_KEPT:
+                _probes.pop(next(iter(_probes)))
+    if mine:
+        try:
+            future.set_result(_probe(path))
+        except BaseException as err:
+            with _probes_lock:  # an error is not remembered: the next call probes again
+                if _probes.get(key) is future:
+                    del _probes[key]
+            future.set_exception(err)
+    return future.result()
 
 
-@functools.lru_cache(maxsize=256)
-def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
-    return _probe(path)
+def probe_ahead(path) -> None:
+    """Begin probe(path) in a background thread now (the CLI: while the rest of the program imports;
+    ffprobe takes ~0.25 s, which the first video then no longer waits for). Its error, if any, is
+    raised by the probe() call that waits for it."""
+
+    def run() -> None:
+        try:
+            probe(path)
+        except BaseException:  # noqa: BLE001, S110 - the caller's own probe() raises it
+            pass
+
+    threading.Thread(target=run, name="bgmgen-probe", daemon=True).start()
+
+
+PROBES_KEPT = 256
+_probes: dict[tuple, concurrent.futures.Future] = {}  # (path, size, mtime_ns) -> the probe's future
+_probes_lock = threading.Lock()
 
 
 def _probe(path) -> VideoInfo:
