@@ -157,7 +157,7 @@ def probe(path) -> VideoInfo:
     if mine:
         try:
             future.set_result(_probe(path))
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - re-raised by every probe() waiting for it
             with _probes_lock:  # an error is not remembered: the next call probes again
                 if _probes.get(key) is future:
                     del _probes[key]
