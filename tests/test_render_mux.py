@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -260,21 +259,6 @@ def test_rendering_and_metering_import_no_scipy(tmp_path):
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
-
-
-def test_scoring_keeps_numpy_blas_on_the_calling_thread():
-    """core.threads.numpy_blas_on_one_thread (score_one calls it): OpenBLAS's own threads would spin
-    beside ours after every larger product (the meters' filter is a few of them)."""
-    code = ("from threadpoolctl import threadpool_info\n"
-            "from bgmgen.core.threads import numpy_blas_on_one_thread\n"
-            "import numpy\n"
-            "before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
-            "numpy_blas_on_one_thread()\n"
-            "print(before, [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'])\n")
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    before, after = out.stdout.split("] [")
-    assert after.strip(" []\n") == "1" and before.strip(" []") != "", out.stdout
 
 
 def test_limiter_keeps_the_ceiling():

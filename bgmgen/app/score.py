@@ -229,12 +229,11 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     ctx.preflight()
     from bgmgen.app import report
     from bgmgen.audio import mux, render
-    from bgmgen.core.threads import numpy_blas_on_one_thread, wait_for_any
+    from bgmgen.core.threads import wait_for_any
     from bgmgen.music import generate, midi
     from bgmgen.music import plan as plan_mod
     from bgmgen.video import analysis as analysis_mod
 
-    numpy_blas_on_one_thread()
     paused = _pause_collector_for_startup()
     music_model = None
     analysis_over = threading.Event()  # set however the analysis ends: the loads below never wait for ever

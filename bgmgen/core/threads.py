@@ -48,28 +48,6 @@ def background_jobs() -> int:
     return _background_jobs
 
 
-_blas_on_one_thread = False
-
-
-def numpy_blas_on_one_thread() -> None:
-    """Run numpy's BLAS (OpenBLAS) on the calling thread from now on, in this whole process (once).
-
-    Why: for a product above its size threshold OpenBLAS wakes its own threads, which then spin for a
-    while after it, on the core our own threads (decode, shot detector, sampler, meters) need; the
-    60 s real clip took 27.6 -> 26.0 s of CPU (medians of three runs each) with one BLAS thread. Our
-    numpy work that pays for two threads runs two of its own (loudness._map_on_threads). Without
-    threadpoolctl nothing changes."""
-    global _blas_on_one_thread
-    if _blas_on_one_thread:
-        return
-    _blas_on_one_thread = True
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
-    except ImportError:
-        return
-    threadpool_limits(limits=1, user_api="blas")
-
-
 def process_cpus() -> list[int]:
     """The CPUs this process may run on (its affinity; every CPU where that cannot be asked)."""
     if hasattr(os, "sched_getaffinity"):
