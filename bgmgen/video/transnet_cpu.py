@@ -77,11 +77,12 @@ class FastTransNetV2:
         return torch.cat(spatial).contiguous(memory_format=cl), temporal, bias
 
     @staticmethod
-    def _ddcnn(x, params, b: int, t: int, int8_spatial=None, x_scale: float | None = None):
-        """x [B*T, C, H, W] channels-last -> [B*T, 4F, H, W] channels-last, ReLU'd.
+    def _ddcnn(x, params, relu: bool, b: int, t: int, int8_spatial=None, x_scale: float | None = None):
+        """x [B*T, C, H, W] channels-last -> [B*T, 4F, H, W] channels-last.
 
         With `int8_spatial` (an Int8Convolution) the spatial convolution runs in int8 (output bf16);
         x is then non-negative, or uint8 with its scale `x_scale`."""
+        import torch
         import torch.nn.functional as F
 
         spatial, temporal, bias = params
@@ -97,7 +98,10 @@ class FastTransNetV2:
             y = ys[..., i * c2:(i + 1) * c2].permute(0, 3, 1, 2)  # [B, 2F, T, H*W], a view
             z = F.conv2d(y, wt, bt.to(y.dtype), padding=(d, 0), dilation=(d, 1))  # [B, F, T, H*W]
             outs.append(z.permute(0, 2, 3, 1))  # [B, T, H*W, F]
-        return _relu_side_by_side(outs).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        z = torch.cat(outs, -1)
+        if relu:
+            z = F.relu(z)
+        return z.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
     @staticmethod
     def network_input(frames, precision: str):
@@ -135,8 +139,8 @@ class FastTransNetV2:
         feats = []
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision in ("bf16", "int8")):
             for (first, second), (q_first, q_second) in zip(self.blocks, int8):
-                a = self._ddcnn(x, first, b, t, q_first, x_scale)
-                z = self._ddcnn(a, second, b, t, q_second) + a  # the SDDCNN shortcut
+                a = self._ddcnn(x, first, True, b, t, q_first, x_scale)
+                z = F.relu(self._ddcnn(a, second, False, b, t, q_second)) + a  # the SDDCNN shortcut
                 x, x_scale = F.avg_pool2d(z, 2), None
                 feats.append(x.float())
         means = torch.cat([f.mean(dim=(2, 3)).reshape(b, t, -1) for f in feats], -1)  # [B, T, 64 + 128 + 256]
@@ -286,16 +290,17 @@ class WindowPass:
         x, x_scale = self.fast.network_input(frames, self.precision) if frames is not None else (None, None)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision in ("bf16", "int8")):
             for j, ((first, second), (q_first, q_second)) in enumerate(zip(self.fast.blocks, self.int8)):
-                a = self._cell(j, 0, x, x_scale, first, q_first, last)  # ReLU'd
+                a = self._cell(j, 0, x, x_scale, first, q_first, last)
                 waiting = self.shortcuts[j]  # first-cell outputs (a list of frame ranges) the second has not reached
                 if a is not None:
+                    a = F.relu(a)
                     waiting.append(a)
                 zb = self._cell(j, 1, a, None, second, q_second, last)
                 if zb is None:  # nothing new reaches the next block yet (its cells may still flush)
                     x, x_scale = None, None
                     continue
                 m = len(zb)
-                z = zb  # ReLU'd, a new tensor: the shortcut is added in place
+                z = F.relu(zb)
                 at = 0
                 for piece in _frame_range(waiting, 0, m):  # the SDDCNN shortcut, added range by range
                     z[at:at + len(piece)] += piece
@@ -308,8 +313,8 @@ class WindowPass:
                     self.flat.append(pooled.permute(0, 2, 3, 1).reshape(m, -1))
 
     def _cell(self, j: int, c: int, x, x_scale, params, int8_spatial, last: bool):
-        """Cell c of block j over its new input frames x [m, C, H, W] (or None): its output, ReLU'd, for
-        every frame whose temporal neighbourhood is complete, [m', 4F, H, W] channels-last, or None."""
+        """Cell c of block j over its new input frames x [m, C, H, W] (or None): its output for every frame
+        whose temporal neighbourhood is complete, [m', 4F, H, W] channels-last, or None."""
         import torch
         import torch.nn.functional as F
 
@@ -345,22 +350,7 @@ class WindowPass:
         tail = _frame_range(parts, n - 2 * HALO, n)
         self.tails[j][c] = (torch.cat(tail) if len(tail) > 1 else tail[0].clone()).contiguous(
             memory_format=torch.channels_last)
-        return _relu_side_by_side(outs).reshape(out_n, h, w, -1).permute(0, 3, 1, 2)
-
-
-def _relu_side_by_side(outs: list):
-    """ReLU of the four branches' outputs [B, T, H*W, F] side by side, [B, T, H*W, 4F] (a new tensor):
-    the ReLU applied while copying, not in a pass of its own after a concatenation. The same bits
-    (checked on real frames in int8, bf16 and fp32). Per frame here, medians of alternated runs: the
-    int8 window pass 2.17 -> 2.06 ms on one thread, a bf16 check 3.07 -> 2.80 ms, an fp32 one 6.0 ->
-    6.1 ms (the four strided writes cost fp32 about what the saved pass gave back)."""
-    import torch
-
-    f = outs[0].shape[-1]
-    out = outs[0].new_empty((*outs[0].shape[:-1], f * len(outs)))
-    for i, branch in enumerate(outs):
-        torch.clamp_min(branch, 0, out=out[..., i * f:(i + 1) * f])
-    return out
+        return torch.cat(outs, -1).reshape(out_n, h, w, -1).permute(0, 3, 1, 2)
 
 
 def _joined(pieces: list):
