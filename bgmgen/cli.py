@@ -239,7 +239,7 @@ def score(
         # decodes: begin now, beside the checks of the inputs and the probe (a run with nothing to score
         # only spends that CPU in a background thread).
         import_in_background("torch")
-        if len(inputs) >= 1 and os.path.isfile(inputs[0]):
+        if inputs and os.path.isfile(inputs[0]):
             from bgmgen.video.probe import probe_ahead
 
             probe_ahead(inputs[0])  # ffprobe runs while the rest of the program imports

@@ -136,6 +136,11 @@ def _first_frame_decodes(path: str) -> bool:
     return len(proc.stdout) >= 16 * 16
 
 
+PROBES_KEPT = 256
+_probes: dict[tuple, concurrent.futures.Future] = {}  # (path, size, mtime_ns) -> the probe's future
+_probes_lock = threading.Lock()
+
+
 def probe(path) -> VideoInfo:
     """VideoInfo of `path`, or an InputError; memoised per (path, size, mtime) within the process (a
     probe begun by `probe_ahead` is waited for, not run again)."""
@@ -177,11 +182,6 @@ def probe_ahead(path) -> None:
             pass
 
     threading.Thread(target=run, name="bgmgen-probe", daemon=True).start()
-
-
-PROBES_KEPT = 256
-_probes: dict[tuple, concurrent.futures.Future] = {}  # (path, size, mtime_ns) -> the probe's future
-_probes_lock = threading.Lock()
 
 
 def _probe(path) -> VideoInfo:

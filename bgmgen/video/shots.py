@@ -602,16 +602,16 @@ class TaskQueue:
     @classmethod
     def lend_waiting_threads(cls) -> int:
         """From a task: run its next torch operations on 1 + the threads waiting in the queue its
-        thread drains with nothing queued (1 outside a drain); returns that count. The numbers do not
-        depend on the thread count (tested), only the time."""
+        thread drains with nothing queued (at least the thread's own count); returns that count.
+        Outside a drain nothing changes. The numbers do not depend on the thread count (tested),
+        only the time."""
         import torch
 
         queue = getattr(cls._draining, "queue", None)
-        threads = 1
-        if queue is not None:
-            with queue.changed:
-                threads += 0 if queue.tasks else queue.waiting
-            threads = max(threads, cls._draining.threads)
+        if queue is None:
+            return torch.get_num_threads()
+        with queue.changed:
+            threads = max(1 + (0 if queue.tasks else queue.waiting), cls._draining.threads)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         return threads
