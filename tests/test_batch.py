@@ -134,3 +134,23 @@ def test_music_model_load_waits_for_what_it_is_told_to(tmp_path):
     finally:
         analysis_over.set()  # (a thread left waiting would hold the test process open)
     assert ctx.music_model() is loading.result(timeout=60)
+
+
+def test_a_scan_begun_ahead_of_a_job_is_stopped_when_the_job_ends_without_it(tmp_path, monkeypatch):
+    """The CLI begins decoding its first video before the job runs (video.scan_ahead); a job that ends
+    without taking it (failed here; up to date or cached alike) stops it."""
+    from media import make_video  # tests/media.py (see conftest)
+
+    from bgmgen.video import scan_ahead
+
+    video = make_video(tmp_path / "clip.mp4", duration=2.0, size=(160, 90), fps=25, audio="none")
+    jobs = expand_inputs([str(video)])
+    assign_outputs(jobs, str(tmp_path / "out"))
+    scan = scan_ahead.begin_scan(jobs[0].path, chunk=4)  # 50 frames: more chunks than it holds untaken
+
+    def failing_score_one(*args, **kwargs):
+        raise BgmgenError("render failed; check the SoundFont")
+
+    assert _run(jobs[0], _context(tmp_path), failing_score_one, monkeypatch).status == FAILED
+    scan.thread.join(10)
+    assert scan.stopped.is_set() and not scan.thread.is_alive() and scan_ahead._scans == {}

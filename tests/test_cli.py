@@ -279,6 +279,35 @@ def test_score_without_flags_gives_the_dataclass_defaults(monkeypatch):
     assert seen["options"] == ScoreOptions()
 
 
+def test_score_begins_decoding_its_first_video_under_the_path_of_its_job(tmp_path, monkeypatch):
+    """The scan begun ahead is found by the path the job holds (absolute), however the input was given."""
+    from bgmgen.video import scan_ahead
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    begun, scored = [], []
+    monkeypatch.setattr(scan_ahead, "begin_scan", begun.append)
+    monkeypatch.setattr(batch, "score_many", lambda inputs, options, console, command=None:
+                        scored.append(expand_inputs(inputs)[0].path) and 0)
+    assert cli.main(["score", "./in/a.mp4"]) == 0
+    assert begun == scored == [tmp_path / "in" / "a.mp4"]
+    begun.clear()
+    assert cli.main(["score", "in/a.mp4", "--ray", "local"]) == 0 and begun == []  # workers decode their own
+
+
+def test_the_console_script_freezes_the_collector_before_the_process_exits(monkeypatch):
+    """main() without arguments is the console script: the process ends next, and its teardown need not
+    walk the objects alive then (gc.freeze). Called with arguments (tests, the web page) it does not."""
+    import gc
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    assert cli.main(["score", "--help"]) == 0 and frozen == []
+    monkeypatch.setattr(sys, "argv", ["bgmgen", "score", "--help"])
+    assert cli.main() == 0 and frozen == [1]
+
+
 def test_mood_and_options_reach_score_options(monkeypatch):
     seen = {}
 

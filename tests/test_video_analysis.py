@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,22 @@ def test_probe_containers(tmp_path, suffix, audio, codec):
     assert info.to_json()["path"] == str(path)
 
 
-def test_a_probe_begun_ahead_is_waited_for_not_run_again(tmp_path, monkeypatch):
-    """probe_ahead (the CLI, while the program imports) then probe: one ffprobe run; an error is raised
-    by the probe that waits for it and not remembered."""
+def _probe_in_thread(path) -> None:
+    """probe(path) in a thread of its own, as decode's scan begun ahead runs it (its error ignored)."""
+    import threading
+
+    def run():
+        try:
+            probe(path)
+        except InputError:
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_a_probe_under_way_is_waited_for_not_run_again(tmp_path, monkeypatch):
+    """A probe already running in another thread (scan_ahead's, begun by the CLI) then probe: one
+    ffprobe run; an error is raised by the probe that waits for it and not remembered."""
     import threading
     import time
 
@@ -67,7 +81,7 @@ def test_a_probe_begun_ahead_is_waited_for_not_run_again(tmp_path, monkeypatch):
         return real(name, **kwargs)
 
     monkeypatch.setattr(probe_mod, "ffprobe", slow_ffprobe)
-    probe_mod.probe_ahead(path)
+    _probe_in_thread(path)
     deadline = time.monotonic() + 10
     while not calls and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -78,7 +92,7 @@ def test_a_probe_begun_ahead_is_waited_for_not_run_again(tmp_path, monkeypatch):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
     release.clear()
-    probe_mod.probe_ahead(bad)
+    _probe_in_thread(bad)
     while str(bad) not in calls and time.monotonic() < deadline + 10:
         time.sleep(0.005)
     threading.Timer(0.1, release.set).start()
@@ -86,6 +100,103 @@ def test_a_probe_begun_ahead_is_waited_for_not_run_again(tmp_path, monkeypatch):
         with pytest.raises(InputError, match="not a video file"):
             probe_mod.probe(bad)
     assert calls.count(str(bad)) == 2
+
+
+class _KeepChunks:
+    """A scan_small consumer that keeps every chunk."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def add(self, chunk):
+        self.chunks.append(chunk)
+
+
+def _counting_decord(monkeypatch) -> list:
+    """Count decode.iter_decord's passes (the scan begun ahead looks it up in the module too)."""
+    from bgmgen.video import decode
+
+    passes, real = [], decode.iter_decord
+
+    def counted(*args, **kwargs):
+        passes.append(args)
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "iter_decord", counted)
+    return passes
+
+
+def test_a_scan_begun_ahead_is_taken_not_decoded_again(tmp_path, monkeypatch):
+    """begin_scan (the CLI's first video) then scan_small: one decord pass, and the same chunks, times,
+    I-frames and frame count as a scan_small of its own; a scan with other settings is not taken."""
+    from bgmgen.video import scan_ahead
+    from bgmgen.video.decode import scan_small
+
+    path = make_video(tmp_path / "a.mp4", duration=3.0, size=(160, 90), fps=25, cuts=[1.0], audio="none")
+    own, own_scan = scan_small(probe(path), _KeepChunks, chunk=16)
+    passes = _counting_decord(monkeypatch)
+
+    scan_ahead.begin_scan(path, chunk=16)
+    taken, taken_scan = scan_small(probe(path), _KeepChunks, chunk=16)
+    assert len(passes) == 1 and scan_ahead._scans == {}
+    assert len(taken.chunks) == len(own.chunks) == 5
+    for a, b in zip(taken.chunks, own.chunks):
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.index, b.index)
+        assert np.array_equal(a.times_s, b.times_s) and np.array_equal(a.standalone, b.standalone)
+    assert taken_scan.n_frames == own_scan.n_frames == 75 and taken_scan.backend == "decord"
+
+    scan = scan_ahead.begin_scan(path, chunk=32)  # another chunk size than the scan asks for: not taken
+    scan_small(probe(path), _KeepChunks, chunk=16)
+    scan.thread.join(10)
+    assert not scan.thread.is_alive() and scan.stopped.is_set() and len(passes) == 3
+
+
+def test_a_scan_begun_ahead_and_not_taken_stops(tmp_path, monkeypatch):
+    """A scan nothing takes waits after AHEAD_CHUNKS chunks, and stops when dropped (an up-to-date
+    job, a cached analysis); a later scan_small decodes on its own."""
+    from bgmgen.video import scan_ahead
+    from bgmgen.video.decode import scan_small
+
+    path = make_video(tmp_path / "a.mp4", duration=3.0, size=(160, 90), fps=25, audio="none")
+    passes = _counting_decord(monkeypatch)
+    scan = scan_ahead.begin_scan(path, chunk=8)  # 75 frames: ten chunks, more than the queue holds
+    deadline = time.monotonic() + 20
+    while not scan.items.full() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scan.items.qsize() == scan_ahead.AHEAD_CHUNKS and scan.thread.is_alive()  # waiting to be taken
+    scan_ahead.drop_scan(path)
+    scan.thread.join(10)
+    assert not scan.thread.is_alive() and scan_ahead._scans == {}
+    kept, _ = scan_small(probe(path), _KeepChunks, chunk=8)
+    assert len(passes) == 2 and sum(len(c.rgb) for c in kept.chunks) == 75
+
+
+def test_a_scan_begun_ahead_that_fails_part_way_is_decoded_again_by_ffmpeg(tmp_path, monkeypatch):
+    """decord failing in the scan begun ahead: its chunks, then its error, reach scan_small in that
+    order, which restarts on the ffmpeg pipe with a fresh consumer and says why."""
+    from bgmgen.video import decode, scan_ahead
+    from bgmgen.video.decode import DecodeFailed, scan_small
+
+    path = make_video(tmp_path / "a.mp4", duration=2.0, size=(160, 90), fps=25, audio="none")
+    real = decode.iter_decord
+
+    def failing(*args, **kwargs):
+        it = real(*args, **kwargs)
+        yield next(it)
+        raise DecodeFailed("decord failed at frame 16-31 (a test)")
+
+    monkeypatch.setattr(decode, "iter_decord", failing)
+    consumers = []
+
+    def consumer():
+        consumers.append(_KeepChunks())
+        return consumers[-1]
+
+    scan_ahead.begin_scan(path, chunk=16)
+    kept, scan = scan_small(probe(path), consumer, chunk=16)
+    assert len(consumers) == 2 and len(consumers[0].chunks) == 1 and kept is consumers[1]
+    assert scan.backend == "ffmpeg" and scan.n_frames == 50
+    assert any("decord failed at frame 16-31 (a test)" in w for w in scan.warnings)
 
 
 def test_probe_rotation_and_upright_keyframes(tmp_path):

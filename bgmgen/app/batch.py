@@ -130,6 +130,10 @@ def run_job(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], None
         if opts.debug:
             traceback.print_exc()
         return JobResult(*_status_and_message(job, err), {}, time.perf_counter() - t0)
+    finally:
+        from bgmgen.video.scan_ahead import drop_scan  # standard library only: cheap in any process
+
+        drop_scan(job.path)  # the CLI's decode begun ahead, when nothing took it (up to date, cached, failed)
 
 
 def _status_and_message(job: Job, err: Exception) -> tuple[str, str]:

@@ -43,6 +43,11 @@ class Job:
     summary: dict = field(default_factory=dict)
 
 
+def video_path(source: str) -> Path:
+    """The video an INPUT argument names, as its Job holds it (absolute, ~ expanded)."""
+    return Path(os.path.abspath(os.path.expanduser(source)))
+
+
 def is_video_name(path: Path) -> bool:
     return path.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS
 
@@ -61,7 +66,7 @@ def expand_inputs(inputs: list[str]) -> list[Job]:
         if key in seen:
             return
         seen.add(key)
-        jobs.append(Job(source=source, path=Path(os.path.abspath(p))))
+        jobs.append(Job(source=source, path=video_path(str(p))))
 
     for source in inputs:
         p = Path(os.path.expanduser(source))

@@ -1,7 +1,8 @@
 """video: everything read off the video, from the file to the VideoAnalysis the music is planned on.
 
   probe           what the file is (ffprobe): VideoInfo, one-line errors for unusable inputs
-  decode          frames at the small sizes the analysers need (decord, ffmpeg fallback), streamed
+  decode          frames at the small sizes the analysers need (decord, ffmpeg fallback), streamed;
+                    scan_ahead: the CLI's first video's decode, begun before its analysis asks for it
   shots           shot boundaries with TransNetV2; transnet_cpu: its forward pass laid out for the CPU
   motion          motion energy, visual onsets, per-shot picture statistics, keyframe choice
   options         AnalysisOptions (the one options dataclass of the analysis) and the default models

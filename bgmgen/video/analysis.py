@@ -49,6 +49,7 @@ from bgmgen.video.decode import FrameChunk, scan_small
 from bgmgen.video.options import NOT_IN_CACHE_KEY, AnalysisOptions
 from bgmgen.video.probe import probe
 from bgmgen.video.result import ANALYSIS_VERSION, KeyframeJob, Keyframes, VideoAnalysis, load_entry, save_entry
+from bgmgen.video.scan_ahead import drop_scan
 
 # The nice value the deferred keyframe decode adds to its thread (see shots.CHECKS_NICENESS).
 KEYFRAMES_NICENESS = 10
@@ -253,6 +254,7 @@ def analyse_video_provisional(path, options: AnalysisOptions | None = None, mode
                 except Exception:  # unreadable / older entry: recompute and overwrite
                     hit = None
         if hit is not None:
+            drop_scan(path)  # no decoding: the CLI's decode begun ahead of this file stops
             cached, frames = hit
             hit_timings = {"analysis_computed_s": sum(cached.timings_s.values()), **timings}
             cached = dataclasses.replace(cached, info=info,  # the path may differ (same content elsewhere)

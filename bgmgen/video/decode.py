@@ -14,6 +14,9 @@ Two passes, each bounded in memory:
   whatever quarter turns are still missing. The all-frames pass needs no rotation: shot detection,
   motion and picture statistics do not depend on orientation.
 
+The CLI begins the all-frames pass of its first video before the analysis asks for it
+(scan_ahead.begin_scan); scan_small takes that pass's chunks instead of decoding again.
+
 Backends: decord (fast, in-process) and, when decord cannot open a file (some webm/mkv) or fails in
 the middle of a damaged stream, an ffmpeg rawvideo pipe, which decodes what can be decoded: its graph
 (input, fps / select / scale filters, raw RGB output) is built with ffmpeg-python and run by
@@ -33,6 +36,7 @@ import numpy as np
 from bgmgen.core.errors import InputError
 from bgmgen.core.ffmpeg import input_file, pipe
 from bgmgen.video.probe import VideoInfo
+from bgmgen.video.scan_ahead import take_scan
 
 SCAN_W, SCAN_H = 96, 54  # decode size of the all-frames pass (2x2 -> TransNetV2's 48x27)
 MAX_ANALYSIS_FPS = 30.0  # frame rates above this are subsampled by an integer step
@@ -102,7 +106,9 @@ def _first_line(err: BaseException | str) -> str:
 # ---------------------------------------------------------------------------------------------- decord
 
 
-def _iter_decord(info: VideoInfo, step: int, chunk: int) -> Iterator[FrameChunk]:
+def iter_decord(info: VideoInfo, step: int, chunk: int) -> Iterator[FrameChunk]:
+    """scan_small's decord pass: every `step`-th frame at 96x54, `chunk` frames at a time; DecodeFailed
+    where decord cannot open the file or stops part-way."""
     decord = _decord()
     try:
         vr = decord.VideoReader(info.path, width=SCAN_W, height=SCAN_H, num_threads=SCAN_THREADS)
@@ -214,7 +220,10 @@ def scan_small(info: VideoInfo, consumer_factory: Callable[[], ChunkConsumer],
         times, sources, standalone = [], [], []
         notes: list[str] = []
         try:
-            it = _iter_decord(info, step, chunk) if name == "decord" else _iter_ffmpeg(info, step, chunk, notes)
+            if name == "decord":  # the CLI's first video: most likely begun already (scan_ahead)
+                it = take_scan(info, step, chunk) or iter_decord(info, step, chunk)
+            else:
+                it = _iter_ffmpeg(info, step, chunk, notes)
             for ch in it:
                 consumer.add(ch)
                 times.append(ch.times_s)

@@ -143,7 +143,7 @@ _probes_lock = threading.Lock()
 
 def probe(path) -> VideoInfo:
     """VideoInfo of `path`, or an InputError; memoised per (path, size, mtime) within the process (a
-    probe begun by `probe_ahead` is waited for, not run again)."""
+    probe under way in another thread, such as decode.scan_ahead's, is waited for, not run again)."""
     try:
         st = os.stat(path)
         stamp = (st.st_size, st.st_mtime_ns)
@@ -168,20 +168,6 @@ def probe(path) -> VideoInfo:
                     del _probes[key]
             future.set_exception(err)
     return future.result()
-
-
-def probe_ahead(path) -> None:
-    """Begin probe(path) in a background thread now (the CLI: while the rest of the program imports;
-    ffprobe takes ~0.25 s, which the first video then no longer waits for). Its error, if any, is
-    raised by the probe() call that waits for it."""
-
-    def run() -> None:
-        try:
-            probe(path)
-        except BaseException:  # noqa: BLE001, S110 - the caller's own probe() raises it
-            pass
-
-    threading.Thread(target=run, name="bgmgen-probe", daemon=True).start()
 
 
 def _probe(path) -> VideoInfo:

@@ -1,0 +1,144 @@
+"""scan_ahead: the all-frames pass over a video begun before its analysis asks for it.
+
+The CLI calls `begin_scan(path)` for its first input as soon as the arguments are parsed. A thread
+probes the file and runs decode.scan_small's decord pass over it, so the decode runs on the core that
+the imports (torch's, the CLI's own, one GIL between them) leave idle; decode.scan_small then takes
+the chunks decoded so far and the rest as they come (`take_scan`) instead of decoding again. Its
+chunks are the ones scan_small's own decord pass yields, in the same order (the same function runs),
+so nothing downstream changes.
+
+A scan that no analysis takes (the outputs are up to date, the analysis comes from the cache, the
+job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks. This module imports only the standard library at load: numpy, decord and the probe load in
+the scan's own thread, not in the CLI's.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator
+
+# Chunks a scan decodes before it waits to be taken (4 x 256 frames of 96x54 RGB: 16 MB). The CLI's
+# analysis takes them about a second into the run; a scan never taken stops there.
+AHEAD_CHUNKS = 4
+
+
+class ScanAhead:
+    """decode.scan_small's decord pass over one file, run in a thread: its chunks (and its error,
+    where the decode fails) go into a bounded queue, in order, for `chunks()` to give out."""
+
+    _END = object()  # the queue's item after the last chunk
+
+    def __init__(self, path: str, chunk: int | None):
+        self.path, self.chunk = path, chunk
+        self.info = None  # the file's VideoInfo, when decord will decode it (else None)
+        self.step = 0  # the analysis step (decode.analysis_step)
+        self.known = threading.Event()  # info, step and chunk are set, or the scan does not run (info None)
+        self.items: queue.Queue = queue.Queue(AHEAD_CHUNKS)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bgmgen-scan-ahead", daemon=True)
+
+    def _run(self) -> None:
+        threading.Thread(target=self._probe, name="bgmgen-probe", daemon=True).start()
+        try:
+            import decord  # noqa: F401 - while ffprobe runs (it imports numpy, as decode does)
+
+            from bgmgen.video import decode
+            from bgmgen.video.probe import probe
+
+            info = probe(self.path)  # waits for the one under way
+        except BaseException:  # noqa: BLE001 - the analysis's own probe() raises it (a missing decord, too)
+            info = None
+        if info is None or info.variable_frame_rate or self.stopped.is_set():  # VFR: scan_small uses ffmpeg
+            self.known.set()
+            return
+        self.info, self.step = info, decode.analysis_step(info.fps)
+        self.chunk = self.chunk or decode.CHUNK_FRAMES
+        self.known.set()
+        try:
+            for ch in decode.iter_decord(info, self.step, self.chunk):
+                if not self._put(ch):
+                    return
+        except BaseException as err:  # noqa: BLE001 - raised where scan_small takes it
+            self._put(err)
+            return
+        self._put(self._END)
+
+    def _probe(self) -> None:
+        from bgmgen.video.probe import probe
+
+        try:
+            probe(self.path)
+        except BaseException:  # noqa: BLE001, S110 - raised by the probe() that waits for it
+            pass
+
+    def _put(self, item) -> bool:
+        """Queue `item`, waiting while the queue is full; False once the scan is stopped."""
+        while not self.stopped.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def matches(self, info, step: int, chunk: int) -> bool:
+        """Whether this scan decodes what scan_small would for `info` (waits for its probe)."""
+        self.known.wait()
+        return self.info is not None and self.info == info and self.step == step and self.chunk == chunk
+
+    def chunks(self) -> Iterator:
+        """The FrameChunks, as decode.iter_decord yields them (its error raised where it happened)."""
+        try:
+            while True:
+                item = self.items.get()
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:  # taken to the end, or given up part-way: the thread must not wait for ever
+            self.stop()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+_scans: dict[str, ScanAhead] = {}  # absolute path -> its scan begun ahead, until taken or dropped
+_scans_lock = threading.Lock()
+
+
+def begin_scan(path, chunk: int | None = None) -> ScanAhead:
+    """Begin the decord pass over the file at `path` (its probe first) in a background thread now.
+    `chunk`: frames per chunk (default decode.CHUNK_FRAMES). The first scan_small of the same file
+    with the same probe result and chunk takes it."""
+    scan = ScanAhead(str(path), chunk)
+    with _scans_lock:
+        old = _scans.pop(os.path.abspath(path), None)
+        _scans[os.path.abspath(path)] = scan
+    if old is not None:
+        old.stop()
+    scan.thread.start()
+    return scan
+
+
+def take_scan(info, step: int, chunk: int) -> Iterator | None:
+    """The chunks of the scan begun ahead of the file `info` describes, if it decodes what scan_small
+    would (the scan is then no longer ahead), else None."""
+    with _scans_lock:
+        scan = _scans.pop(os.path.abspath(info.path), None)
+    if scan is None:
+        return None
+    if not scan.matches(info, step, chunk):  # the file changed since, or other settings
+        scan.stop()
+        return None
+    return scan.chunks()
+
+
+def drop_scan(path) -> None:
+    """Stop the scan begun ahead of the file at `path`, if there is one that nothing took."""
+    with _scans_lock:
+        scan = _scans.pop(os.path.abspath(path), None)
+    if scan is not None:
+        scan.stop()
