@@ -171,6 +171,24 @@ def test_a_scan_begun_ahead_and_not_taken_stops(tmp_path, monkeypatch):
     assert len(passes) == 2 and sum(len(c.rgb) for c in kept.chunks) == 75
 
 
+def test_a_scan_begun_ahead_of_a_variable_frame_rate_video_leaves_it_to_the_ffmpeg_pipe(tmp_path, monkeypatch):
+    """scan_small reads variable-frame-rate video through ffmpeg's fps filter: the scan begun ahead
+    decodes nothing, and the scan takes the pipe as without it."""
+    from media import make_vfr
+
+    from bgmgen.video import scan_ahead
+    from bgmgen.video.decode import scan_small
+
+    vfr = make_vfr(make_video(tmp_path / "a.mp4", duration=3.0, size=(160, 90), fps=30, audio="none"),
+                   tmp_path / "vfr.mp4")
+    passes = _counting_decord(monkeypatch)
+    scan = scan_ahead.begin_scan(vfr)
+    _, result = scan_small(probe(vfr), _KeepChunks)
+    scan.thread.join(10)
+    assert probe(vfr).variable_frame_rate and result.backend == "ffmpeg"
+    assert passes == [] and not scan.thread.is_alive() and scan.info is None and scan_ahead._scans == {}
+
+
 def test_a_scan_begun_ahead_that_fails_part_way_is_decoded_again_by_ffmpeg(tmp_path, monkeypatch):
     """decord failing in the scan begun ahead: its chunks, then its error, reach scan_small in that
     order, which restarts on the ffmpeg pipe with a fresh consumer and says why."""

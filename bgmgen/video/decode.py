@@ -36,7 +36,7 @@ import numpy as np
 from bgmgen.core.errors import InputError
 from bgmgen.core.ffmpeg import input_file, pipe
 from bgmgen.video.probe import VideoInfo
-from bgmgen.video.scan_ahead import take_scan
+from bgmgen.video.scan_ahead import drop_scan, take_scan
 
 SCAN_W, SCAN_H = 96, 54  # decode size of the all-frames pass (2x2 -> TransNetV2's 48x27)
 MAX_ANALYSIS_FPS = 30.0  # frame rates above this are subsampled by an integer step
@@ -215,6 +215,8 @@ def scan_small(info: VideoInfo, consumer_factory: Callable[[], ChunkConsumer],
     order = {"auto": ["decord", "ffmpeg"], "decord": ["decord"], "ffmpeg": ["ffmpeg"]}[backend]
     if backend == "auto" and info.variable_frame_rate:
         order = ["ffmpeg"]  # exact, evenly spaced times through the fps filter
+    if order[0] != "decord":
+        drop_scan(info.path)  # a decord pass begun ahead of this file is of no use here
     for name in order:
         consumer = consumer_factory()
         times, sources, standalone = [], [], []

@@ -8,8 +8,9 @@ chunks are the ones scan_small's own decord pass yields, in the same order (the 
 so nothing downstream changes.
 
 A scan that no analysis takes (the outputs are up to date, the analysis comes from the cache, the
-job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks. This module imports only the standard library at load: numpy, decord and the probe load in
-the scan's own thread, not in the CLI's.
+job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks.
+This module imports only the standard library at load: numpy, decord and the probe load in the
+scan's own thread, not in the CLI's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 from collections.abc import Iterator
 
 # Chunks a scan decodes before it waits to be taken (4 x 256 frames of 96x54 RGB: 16 MB). The CLI's
-# analysis takes them about a second into the run; a scan never taken stops there.
+# analysis takes them about a second into the run; a scan nothing takes waits there until it is dropped.
 AHEAD_CHUNKS = 4
 
 
@@ -48,14 +49,15 @@ class ScanAhead:
             from bgmgen.video.probe import probe
 
             info = probe(self.path)  # waits for the one under way
-        except BaseException:  # noqa: BLE001 - the analysis's own probe() raises it (a missing decord, too)
-            info = None
-        if info is None or info.variable_frame_rate or self.stopped.is_set():  # VFR: scan_small uses ffmpeg
-            self.known.set()
+            if not info.variable_frame_rate and not self.stopped.is_set():  # VFR: scan_small uses ffmpeg
+                self.info, self.step = info, decode.analysis_step(info.fps)
+                self.chunk = self.chunk or decode.CHUNK_FRAMES
+        except BaseException:  # noqa: BLE001, S110 - the analysis's own probe() raises it (a missing decord, too)
+            pass
+        finally:
+            self.known.set()  # matches() never waits for ever
+        if self.info is None:
             return
-        self.info, self.step = info, decode.analysis_step(info.fps)
-        self.chunk = self.chunk or decode.CHUNK_FRAMES
-        self.known.set()
         try:
             for ch in decode.iter_decord(info, self.step, self.chunk):
                 if not self._put(ch):
