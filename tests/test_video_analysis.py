@@ -350,9 +350,11 @@ class FakeNetwork:
     def __init__(self, logits):
         self.logits = logits
 
-    def __call__(self, batch, precision=None):
+    def __call__(self, batch, precision=None, between_blocks=None):
         import torch
 
+        if between_blocks is not None:  # where the network's blocks begin (one here)
+            between_blocks()
         return self.logits(torch.as_tensor(batch), precision)
 
     def window(self, precision=None):
@@ -964,6 +966,42 @@ def test_a_thread_with_nothing_to_take_lends_its_core_to_the_task_under_way():
     assert seen["while the other runs"] == 1 and seen["lent"] == (2, 2), seen
     assert seen["after push"] in (1, None), seen  # None: the other thread took the new task first
     assert after == {"a": 1, "b": 1} and queue.busy == queue.waiting == 0
+
+
+def test_a_check_takes_lent_cores_between_blocks_without_changing_its_numbers():
+    """A shot check (the package's 100-frame layout) calls its hook before each of the network's
+    three blocks, where ShotStream lends it idle cores; its numbers are the same bits on one thread,
+    on two, and with the count switched between blocks."""
+    import itertools
+
+    import torch
+
+    from bgmgen.video.shots import ShotDetector
+
+    detector = ShotDetector()
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 256, (2, 1, 1, 3))
+    window = np.clip(np.repeat(base, 50, axis=0) + rng.integers(0, 30, (100, 27, 48, 3)), 0, 255).astype(np.uint8)
+    threads = torch.get_num_threads()
+    counts = itertools.cycle([2, 1])
+    calls = []
+
+    def switch():
+        calls.append(1)
+        torch.set_num_threads(next(counts))
+
+    try:
+        with torch.inference_mode():
+            for precision in ("bf16", "fp32"):
+                torch.set_num_threads(1)
+                one = detector.run_windows(window[None], precision, 25)
+                switched = detector.run_windows(window[None], precision, 25, between_blocks=switch)
+                torch.set_num_threads(2)
+                two = detector.run_windows(window[None], precision, 25)
+                assert np.array_equal(one, switched) and np.array_equal(one, two), precision
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 2 * len(detector.fast.blocks) == 6
 
 
 def test_streamed_shot_detection_equals_predict():

@@ -25,6 +25,8 @@ windows cost per frame what a short window does, and run while their frames stil
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 TN_H, TN_W = 27, 48  # TransNetV2's input size
 DILATIONS = (1, 2, 4, 8)  # TransNetV2's four temporal branches per DDCNN block
 UINT8_MAX = 255
@@ -125,20 +127,26 @@ class FastTransNetV2:
         """A WindowPass: this network over one window whose frames are fed in order."""
         return WindowPass(self, precision or self.precision, chunk or WINDOW_CHUNK)
 
-    def __call__(self, inputs, precision: str | None = None):
-        """uint8 [B, T, 27, 48, 3] -> single-frame transition logits [B, T] (float32)."""
+    def __call__(self, inputs, precision: str | None = None, between_blocks: Callable[[], object] | None = None):
+        """uint8 [B, T, 27, 48, 3] -> single-frame transition logits [B, T] (float32).
+
+        `between_blocks`, if given, is called before each SDDCNN block: the shot detector's checks lend
+        a core that fell idle to the run under way there (shots.TaskQueue.lend_waiting_threads; the
+        numbers do not depend on torch's thread count, tested)."""
         import torch
         import torch.nn.functional as F
 
         b, t = inputs.shape[:2]
         precision = precision or self.precision
         if precision == "int8" and b > 1:  # activation scales per window: a window's values never depend on its batch
-            return torch.cat([self(inputs[i:i + 1], precision) for i in range(b)])
+            return torch.cat([self(inputs[i:i + 1], precision, between_blocks) for i in range(b)])
         x, x_scale = self.network_input(inputs.reshape(b * t, TN_H, TN_W, 3), precision)
         int8 = self.int8_spatial_for(precision)
         feats = []
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision in ("bf16", "int8")):
             for (first, second), (q_first, q_second) in zip(self.blocks, int8):
+                if between_blocks is not None:
+                    between_blocks()
                 a = self._ddcnn(x, first, True, b, t, q_first, x_scale)
                 z = F.relu(self._ddcnn(a, second, False, b, t, q_second)) + a  # the SDDCNN shortcut
                 x, x_scale = F.avg_pool2d(z, 2), None
