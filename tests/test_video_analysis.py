@@ -357,18 +357,21 @@ class FakeNetwork:
             between_blocks()
         return self.logits(torch.as_tensor(batch), precision)
 
-    def window(self, precision=None):
-        return FakeNetwork.Pass(self, precision)
+    def window(self, precision=None, between_blocks=None):
+        return FakeNetwork.Pass(self, precision, between_blocks)
 
     class Pass:
         chunk = 50
 
-        def __init__(self, net, precision):
+        def __init__(self, net, precision, between_blocks=None):
             self.net, self.precision, self.pieces, self.fed = net, precision, [], 0
+            self.between_blocks = between_blocks
 
         def feed(self, frames):
             import torch
 
+            if self.between_blocks is not None:  # where a step's blocks begin (one here)
+                self.between_blocks()
             self.pieces.append(torch.as_tensor(frames))
             self.fed += len(frames)
 
@@ -968,10 +971,10 @@ def test_a_thread_with_nothing_to_take_lends_its_core_to_the_task_under_way():
     assert after == {"a": 1, "b": 1} and queue.busy == queue.waiting == 0
 
 
-def test_a_check_takes_lent_cores_between_blocks_without_changing_its_numbers():
-    """A shot check (the package's 100-frame layout) calls its hook before each of the network's
-    three blocks, where ShotStream lends it idle cores; its numbers are the same bits on one thread,
-    on two, and with the count switched between blocks."""
+def test_shot_detection_takes_lent_cores_between_blocks_without_changing_its_numbers():
+    """A shot check (the package's 100-frame layout) and a window's fast pass call their hook before
+    each of the network's three blocks (of each step), where ShotStream lends them idle cores; their
+    numbers are the same bits on one thread, on two, and with the count switched between blocks."""
     import itertools
 
     import torch
@@ -999,9 +1002,18 @@ def test_a_check_takes_lent_cores_between_blocks_without_changing_its_numbers():
                 torch.set_num_threads(2)
                 two = detector.run_windows(window[None], precision, 25)
                 assert np.array_equal(one, switched) and np.array_equal(one, two), precision
+            assert len(calls) == 2 * len(detector.fast.blocks) == 6
+            long = np.concatenate([window, window[::-1], window])  # 300 frames: two steps of 150
+            results = []
+            for hook in (None, switch):
+                torch.set_num_threads(1)
+                fast = detector.fast.window(chunk=150, between_blocks=hook)
+                fast.feed(long)
+                fast.end()
+                results.append(fast.logits())
+            assert torch.equal(results[0], results[1]) and len(calls) == 6 + 3 * 3  # two steps, then end()'s flush
     finally:
         torch.set_num_threads(threads)
-    assert len(calls) == 2 * len(detector.fast.blocks) == 6
 
 
 def test_streamed_shot_detection_equals_predict():

@@ -123,9 +123,11 @@ class FastTransNetV2:
             raise ValueError("this FastTransNetV2 was built without int8 weights (precision='int8' at construction)")
         return self.int8_spatial
 
-    def window(self, precision: str | None = None, chunk: int | None = None) -> WindowPass:
-        """A WindowPass: this network over one window whose frames are fed in order."""
-        return WindowPass(self, precision or self.precision, chunk or WINDOW_CHUNK)
+    def window(self, precision: str | None = None, chunk: int | None = None,
+               between_blocks: Callable[[], object] | None = None) -> WindowPass:
+        """A WindowPass: this network over one window whose frames are fed in order (between_blocks:
+        called before each block of each step, as in __call__)."""
+        return WindowPass(self, precision or self.precision, chunk or WINDOW_CHUNK, between_blocks)
 
     def __call__(self, inputs, precision: str | None = None, between_blocks: Callable[[], object] | None = None):
         """uint8 [B, T, 27, 48, 3] -> single-frame transition logits [B, T] (float32).
@@ -238,8 +240,10 @@ class WindowPass:
     The steps are fixed `chunk`-frame pieces from the window's start whatever the feeding, so the
     result does not depend on how the frames arrive (in int8, the activations' scale is per step)."""
 
-    def __init__(self, fast: FastTransNetV2, precision: str, chunk: int = WINDOW_CHUNK):
+    def __init__(self, fast: FastTransNetV2, precision: str, chunk: int = WINDOW_CHUNK,
+                 between_blocks: Callable[[], object] | None = None):
         self.fast, self.precision, self.chunk = fast, precision, chunk
+        self.between_blocks = between_blocks  # see FastTransNetV2.__call__
         self.int8 = fast.int8_spatial_for(precision)
         self.device = fast.blocks[0][0][0].device  # where the weights are (the first spatial convolution's)
         self.inputs: list = []  # every fed frame array, uint8 [m, 27, 48, 3] (the head's colour histograms)
@@ -298,6 +302,8 @@ class WindowPass:
         x, x_scale = self.fast.network_input(frames, self.precision) if frames is not None else (None, None)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision in ("bf16", "int8")):
             for j, ((first, second), (q_first, q_second)) in enumerate(zip(self.fast.blocks, self.int8)):
+                if self.between_blocks is not None:
+                    self.between_blocks()
                 a = self._cell(j, 0, x, x_scale, first, q_first, last)
                 waiting = self.shortcuts[j]  # first-cell outputs (a list of frame ranges) the second has not reached
                 if a is not None:
