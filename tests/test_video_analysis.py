@@ -971,7 +971,7 @@ def test_a_thread_with_nothing_to_take_lends_its_core_to_the_task_under_way():
     assert after == {"a": 1, "b": 1} and queue.busy == queue.waiting == 0
 
 
-def test_shot_detection_takes_lent_cores_between_blocks_without_changing_its_numbers():
+def test_shot_detection_takes_lent_cores_between_blocks_without_changing_its_numbers(monkeypatch):
     """A shot check (the package's 100-frame layout) and a window's fast pass call their hook before
     each of the network's three blocks (of each step), where ShotStream lends them idle cores; their
     numbers are the same bits on one thread, on two, and with the count switched between blocks."""
@@ -979,7 +979,7 @@ def test_shot_detection_takes_lent_cores_between_blocks_without_changing_its_num
 
     import torch
 
-    from bgmgen.video.shots import ShotDetector
+    from bgmgen.video.shots import ShotDetector, TaskQueue
 
     detector = ShotDetector()
     rng = np.random.default_rng(5)
@@ -997,11 +997,11 @@ def test_shot_detection_takes_lent_cores_between_blocks_without_changing_its_num
         with torch.inference_mode():
             for precision in ("bf16", "fp32"):
                 torch.set_num_threads(1)
-                one = detector.run_windows(window[None], precision, 25)
-                switched = detector.run_windows(window[None], precision, 25, between_blocks=switch)
+                one = detector.fast(torch.as_tensor(window[None]), precision)
+                switched = detector.fast(torch.as_tensor(window[None]), precision, between_blocks=switch)
                 torch.set_num_threads(2)
-                two = detector.run_windows(window[None], precision, 25)
-                assert np.array_equal(one, switched) and np.array_equal(one, two), precision
+                two = detector.fast(torch.as_tensor(window[None]), precision)
+                assert torch.equal(one, switched) and torch.equal(one, two), precision
             assert len(calls) == 2 * len(detector.fast.blocks) == 6
             long = np.concatenate([window, window[::-1], window])  # 300 frames: two steps of 150
             results = []
@@ -1012,6 +1012,12 @@ def test_shot_detection_takes_lent_cores_between_blocks_without_changing_its_num
                 fast.end()
                 results.append(fast.logits())
             assert torch.equal(results[0], results[1]) and len(calls) == 6 + 3 * 3  # two steps, then end()'s flush
+            lent = []  # the detector's checks and window passes ask the TaskQueue at each block
+            monkeypatch.setattr(TaskQueue, "lend_waiting_threads", classmethod(lambda cls: lent.append(1)))
+            detector.package_block(np.concatenate([window, window]), 0, 50)
+            assert len(lent) in (3, 6)  # bf16, and fp32 when a frame is near the threshold
+            detector.window_pass().feed(long)
+            assert len(lent) in (3 + 6, 6 + 6)
     finally:
         torch.set_num_threads(threads)
 

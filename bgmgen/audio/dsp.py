@@ -3,8 +3,9 @@ in numpy alone.
 
 Why not scipy: importing scipy.signal costs about 1.0 s of CPU alone (it pulls in scipy.stats,
 optimize, interpolate, sparse ...), scipy.ndimage 0.2 s and scipy.io 0.15 s; inside a `bgmgen score`
-run, beside the decode while the shot detector is short of CPU, they measured +0.48 s of CPU. Each function here says which scipy call it stands for and how
-close it is (the tests compare them with scipy):
+run, beside the decode while the shot detector is short of CPU, they measured +0.48 s of CPU. Each
+function here says which scipy call it stands for and how close it is (the tests compare them with
+scipy):
 
 * `SectionCascade.filter`: scipy.signal.lfilter on second-order sections one after another, with the
   state carried from call to call (direct form II transposed, the same recursion), to ~1e-12 of the
@@ -210,7 +211,7 @@ def sliding_mean(x: np.ndarray, radius: int) -> np.ndarray:
 
 def write_wav_pcm16(path: str | Path, rate: int, pcm: np.ndarray) -> None:
     """[n, channels] int16 -> a RIFF/WAVE file (the bytes scipy.io.wavfile.write gives)."""
-    import wave  # noqa: PLC0415
+    import wave
 
     pcm = np.ascontiguousarray(pcm, dtype="<i2")
     with wave.open(str(path), "wb") as out:

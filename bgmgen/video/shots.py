@@ -274,18 +274,17 @@ class ShotDetector:
         logits = window_pass.logits()  # [length]
         return torch.sigmoid(logits[self.context:len(logits) - self.context]).float().cpu().numpy()
 
-    def run_windows(self, batch, precision: str, context: int | None = None,
-                    between_blocks: Callable[[], object] | None = None) -> np.ndarray:
+    def run_windows(self, batch, precision: str, context: int | None = None) -> np.ndarray:
         """[b, window, 27, 48, 3] uint8 (array or tensor) -> [b * keep] probabilities of the kept frames
         (keep = window - 2 * context; context defaults to the detector's), in one call of the network
-        per window (the checks' 100-frame windows in the package's layout). between_blocks: see
-        FastTransNetV2.__call__."""
+        per window (the checks' 100-frame windows in the package's layout). Between the network's
+        blocks it takes lent cores as window_pass does."""
         import torch
 
         context = self.context if context is None else context
         batch = torch.as_tensor(batch).to(self.device)
         keep = batch.shape[1] - 2 * context
-        logits = self.fast(batch, precision, between_blocks)  # [b, window]
+        logits = self.fast(batch, precision, TaskQueue.lend_waiting_threads)  # [b, window]
         return torch.sigmoid(logits[:, context:context + keep]).float().cpu().reshape(-1).numpy()
 
     def blocks_to_check(self, probs: np.ndarray, valid: int) -> list[int]:
@@ -296,21 +295,19 @@ class ShotDetector:
         near = np.flatnonzero(np.abs(probs[:valid] - THRESHOLD) < self.verify_margin)
         return sorted({int(i) // PACKAGE_KEEP for i in near})
 
-    def package_block(self, frames: np.ndarray, block: int, valid: int,
-                      between_blocks: Callable[[], object] | None = None) -> np.ndarray:
+    def package_block(self, frames: np.ndarray, block: int, valid: int) -> np.ndarray:
         """[50] probabilities of a window's kept block `block` in the package's layout (its 100-frame
         window around the block): in bf16, then, where a real frame (the first `valid` of the window's
         kept frames) is still within LAYOUT_MARGIN of the threshold, in fp32 (the package's own values).
-        An fp32 detector goes to fp32 directly. frames: the window's input [window, 27, 48, 3].
-        between_blocks: see FastTransNetV2.__call__."""
+        An fp32 detector goes to fp32 directly. frames: the window's input [window, 27, 48, 3]."""
         lo = self.context - CONTEXT + block * PACKAGE_KEEP  # where the package's window starts in `frames`
         window = frames[None, lo:lo + PACKAGE_WINDOW]
         real = max(0, valid - block * PACKAGE_KEEP)
         if self.precision != "fp32":
-            values = self.run_windows(window, "bf16", CONTEXT, between_blocks)
+            values = self.run_windows(window, "bf16", CONTEXT)
             if not (np.abs(values[:real] - THRESHOLD) < LAYOUT_MARGIN).any():
                 return values
-        return self.run_windows(window, "fp32", CONTEXT, between_blocks)
+        return self.run_windows(window, "fp32", CONTEXT)
 
     def with_package_values(self, probs: np.ndarray, frames: np.ndarray, valid: int) -> np.ndarray:
         """One window's kept probabilities [keep] (the first `valid` real), each block from
@@ -502,9 +499,9 @@ class ShotStream:
             return max(0, min(self.keep, n - k * self.keep))
 
         def run_block(k: int, b: int, frames: np.ndarray) -> None:
-            # A core that falls idle joins at the next of the network's three blocks: a lone fp32 check
-            # (0.6 s) was the analysis's last task on the 60 s clip, on one core.
-            values = d.package_block(frames, b, valid(k), between_blocks=TaskQueue.lend_waiting_threads)
+            # A core that falls idle joins at the next of the network's three blocks (run_windows): a lone
+            # fp32 check (0.6 s) was the analysis's last task on the 60 s clip, on one core.
+            values = d.package_block(frames, b, valid(k))
             with self.lock:
                 checked[(k, b)] = values
             if defer_checks:  # beside the sampler, no window trims the heap any more (release_free_memory)

@@ -132,9 +132,9 @@ class FastTransNetV2:
     def __call__(self, inputs, precision: str | None = None, between_blocks: Callable[[], object] | None = None):
         """uint8 [B, T, 27, 48, 3] -> single-frame transition logits [B, T] (float32).
 
-        `between_blocks`, if given, is called before each SDDCNN block: the shot detector's checks lend
-        a core that fell idle to the run under way there (shots.TaskQueue.lend_waiting_threads; the
-        numbers do not depend on torch's thread count, tested)."""
+        `between_blocks`, if given, is called before each SDDCNN block: the shot detector lends a core
+        that fell idle to the run under way there (shots.TaskQueue.lend_waiting_threads; the numbers
+        do not depend on torch's thread count, tested)."""
         import torch
         import torch.nn.functional as F
 
