@@ -1118,22 +1118,56 @@ def test_two_videos_at_once_load_the_shot_detector_once(monkeypatch):
     assert first is second and len(built) == 1
 
 
+class _Glibc:
+    """Records what core.memory asks of glibc (malloc_trim, mallopt) instead of doing it."""
+
+    def __init__(self):
+        self.trims, self.settings = [], []
+
+    def malloc_trim(self, pad):
+        self.trims.append(pad)
+        return 1
+
+    def mallopt(self, param, value):
+        self.settings.append((param, value))
+        return 1
+
+
 def test_freed_memory_goes_back_only_above_the_resident_budget(monkeypatch):
-    """shots.release_free_memory trims the heap (malloc_trim) only once the process's resident size
+    """memory.release_free_memory trims the heap (malloc_trim) only once the process's resident size
     exceeds TRIM_ABOVE_BYTES (a trim makes the next window fault its activations in again), or when
     forced, as it is once the detector's work for a video is over."""
-    from bgmgen.video import shots
+    from bgmgen.core import memory
 
-    trims = []
-    monkeypatch.setattr(shots, "_MALLOC_TRIM", lambda pad: trims.append(pad))
-    rss = shots.resident_bytes()
+    glibc = _Glibc()
+    monkeypatch.setattr(memory, "_libc", glibc)
+    rss = memory.resident_bytes()
     if sys.platform.startswith("linux"):
         assert rss > 10_000_000  # this Python process, with numpy loaded
-    monkeypatch.setattr(shots, "TRIM_ABOVE_BYTES", rss + 1_000_000_000)
-    shots.release_free_memory()
-    assert trims == []
-    shots.release_free_memory(force=True)  # the detector's work for a video is over
-    assert trims == [0]
-    monkeypatch.setattr(shots, "TRIM_ABOVE_BYTES", -1)
-    shots.release_free_memory()
-    assert trims == [0, 0]
+    monkeypatch.setattr(memory, "TRIM_ABOVE_BYTES", rss + 1_000_000_000)
+    memory.release_free_memory()
+    assert glibc.trims == []
+    memory.release_free_memory(force=True)  # the detector's work for a video is over
+    assert glibc.trims == [0]
+    monkeypatch.setattr(memory, "TRIM_ABOVE_BYTES", -1)
+    memory.release_free_memory()
+    assert glibc.trims == [0, 0]
+
+
+def test_freed_memory_is_kept_for_reuse_once_per_process(monkeypatch):
+    """reuse_freed_memory sets glibc's heap to keep freed blocks (HEAP_SETTINGS), once; glibc here takes
+    every setting (checked in a fresh process, whose heap the rest of the suite does not share)."""
+    from bgmgen.core import memory
+
+    glibc = _Glibc()
+    monkeypatch.setattr(memory, "_libc", glibc)
+    monkeypatch.setattr(memory, "_reusing", False)
+    assert memory.reuse_freed_memory() and memory.reuse_freed_memory()
+    assert glibc.settings == list(memory.HEAP_SETTINGS)
+    monkeypatch.setattr(memory, "_libc", False)  # no glibc: nothing is set, and it says so
+    monkeypatch.setattr(memory, "_reusing", False)
+    assert not memory.reuse_freed_memory()
+    if sys.platform.startswith("linux"):
+        fresh = subprocess.run([sys.executable, "-c", "from bgmgen.core.memory import reuse_freed_memory as r; "
+                                "print(r())"], capture_output=True, text=True, check=True)
+        assert fresh.stdout.strip() == "True"

@@ -50,7 +50,7 @@ WORKER_MEMORY_BYTES = 3 * 1024**3 // 2
 # How many more times a file is tried after its worker died while scoring it.
 TASK_RETRIES = 2
 # The environment bgmgen reads, passed from the driver to the workers (a cluster's nodes have their own).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_NUM_THREADS")
 FORWARDED_ENV_PREFIX = "BGMGEN_"
 # ScoreOptions fields that are paths: made absolute before they go to workers (whose working folder differs).
 PATH_OPTIONS = ("out", "cache_dir", "clip_weights", "blip_weights", "model", "soundfont")

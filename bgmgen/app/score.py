@@ -229,12 +229,14 @@ def score_one(job: Job, ctx: BatchContext, console, stage_cb: Callable[[str], No
     ctx.preflight()
     from bgmgen.app import report
     from bgmgen.audio import mux, render
+    from bgmgen.core.memory import reuse_freed_memory
     from bgmgen.core.threads import wait_for_any
     from bgmgen.music import generate, midi
     from bgmgen.music import plan as plan_mod
     from bgmgen.video import analysis as analysis_mod
 
     paused = _pause_collector_for_startup()
+    reuse_freed_memory()  # once per process: the detector's and the decode's blocks are reused, not faulted in again
     music_model = None
     analysis_over = threading.Event()  # set however the analysis ends: the loads below never wait for ever
     after_shot_detector = None

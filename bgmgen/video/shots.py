@@ -60,7 +60,6 @@ consecutive frames with an adaptive threshold) is used and recorded as a fallbac
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import threading
 from collections.abc import Callable
@@ -68,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bgmgen.core.memory import release_free_memory
 from bgmgen.core.threads import background_job, lower_thread_priority
 from bgmgen.video.transnet_cpu import TN_H, TN_W, FastTransNetV2
 
@@ -99,45 +99,6 @@ def pool_to_tn(frames96: np.ndarray) -> np.ndarray:
     x = frames96.astype(np.uint16)
     s = x[:, 0::2, 0::2] + x[:, 1::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 1::2]
     return ((s + 2) >> 2).astype(np.uint8)
-
-
-def release_free_memory(force: bool = False) -> None:
-    """Give freed heap memory back to the system (glibc malloc_trim; a no-op elsewhere) once this
-    process's resident size exceeds TRIM_ABOVE_BYTES, or now with `force` (the detector's work for a
-    video is over: what it freed would only raise the peak of the stages after it).
-
-    Each TransNetV2 window allocates and frees the same ~30 MB of activations from 2 threads, and
-    glibc's heap fragments under that pattern: on a 10-minute video the resident size grew by
-    1.6 GB over the run (measured), although the live data stays constant. Trimming keeps it flat;
-    a fixed mmap threshold (MALLOC_MMAP_THRESHOLD_) also cures it but made detection 1.8x slower.
-    A trim has a price, too: the next window faults its activations in again. Trimming after every
-    window cost the 60 s real clip 1.29 M page faults and 3.2 s of system time, against 0.85 M and
-    2.6 s with no trim at all, while its resident size peaked at 1.49 and 1.55 GB (2026-12-07); the
-    10-minute clip peaked at 2.22 GB with no trim. Hence the threshold, and one trim when the detector
-    is done (10-minute clip: peak 2.24-2.26 GB with the threshold alone, 1.84 GB with that trim)."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM and (force or resident_bytes() > TRIM_ABOVE_BYTES):
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
-TRIM_ABOVE_BYTES = 1_900_000_000  # see release_free_memory
-
-
-def resident_bytes() -> int:
-    """This process's resident set size now (/proc/self/statm; 0 where it cannot be read)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _set_deterministic(enabled: bool, warn_only: bool) -> None:
