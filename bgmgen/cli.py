@@ -43,7 +43,7 @@ from bgmgen.core.errors import BgmgenError, InputError, one_line
 from bgmgen.ui.options import UiOptions  # a plain dataclass: cheap
 
 EXIT_USAGE, EXIT_MISSING_PACKAGE, EXIT_INTERRUPTED = 2, 3, 130
-SCORING_COMMANDS = ("score", "ui")  # the commands that run the pipeline (main() sets numpy's BLAS threads for them)
+SCORING_COMMANDS = ("score", "ui")  # the commands that run the pipeline: main() sets core.threads.SCORING_ENV
 
 Device = Literal["cpu", "cuda"]
 _DEBUG = "bgmgen.debug"  # ctx.meta key: --debug given before or after the command
@@ -503,11 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     script, `python -m bgmgen`) the process exits right after: see _before_exit."""
     args = sys.argv[1:] if argv is None else list(argv)
     if next((a for a in args if not a.startswith("-")), None) in SCORING_COMMANDS:
-        # numpy's OpenBLAS on the calling thread, set before anything imports numpy (an option's check may:
-        # --guide-groups) and passed on to Ray's workers. Its products in scoring (the loudness meters'
-        # filters) are small, and its worker threads spun after each one on the core that FluidSynth, ffmpeg
-        # and the report need: the render and mux took 1.87 -> 1.77 s (ten alternated runs of the 60 s clip).
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        from bgmgen.core.threads import SCORING_ENV
+
+        for name, value in SCORING_ENV.items():  # before anything imports numpy or torch (an option's check may)
+            os.environ.setdefault(name, value)
     try:
         return _run(args)
     finally:

@@ -32,6 +32,7 @@ from bgmgen.app.outputs import (
     writable_location,
 )
 from bgmgen.app.provenance import up_to_date
+from bgmgen.core import threads
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError
 from bgmgen.core.files import Sha256Memo
 from bgmgen.core.jsonio import dump_json
@@ -294,6 +295,23 @@ def test_score_begins_decoding_its_first_video_under_the_path_of_its_job(tmp_pat
     assert begun == scored == [tmp_path / "in" / "a.mp4"]
     begun.clear()
     assert cli.main(["score", "in/a.mp4", "--ray", "local"]) == 0 and begun == []  # workers decode their own
+
+
+def test_scoring_commands_set_their_thread_pools_environment_before_any_import(monkeypatch):
+    """score and ui (after global options too) set core.threads.SCORING_ENV where it is not set already,
+    before parsing (an option's check may import numpy); other commands leave the environment alone.
+    Ray's workers are sent the same values."""
+    from bgmgen.app.ray_batch import forwarded_env
+
+    for argv, sets in ((["score", "--help"], True), (["--debug", "ui", "--help"], True), (["train", "--help"], False)):
+        environ = {k: v for k, v in os.environ.items() if k not in threads.SCORING_ENV}
+        environ["GOMP_SPINCOUNT"] = "123"  # the user's own setting stays
+        monkeypatch.setattr(os, "environ", environ)
+        assert cli.main(argv) == 0
+        expected = {**threads.SCORING_ENV, "GOMP_SPINCOUNT": "123"} if sets else {"GOMP_SPINCOUNT": "123"}
+        assert {k: environ[k] for k in threads.SCORING_ENV if k in environ} == expected, argv
+        assert {k: v for k, v in forwarded_env(environ).items() if k in threads.SCORING_ENV} == expected
+    assert threads.SCORING_ENV == {"OPENBLAS_NUM_THREADS": "1", "GOMP_SPINCOUNT": "10000"}
 
 
 def test_the_console_script_freezes_the_collector_before_the_process_exits(monkeypatch):

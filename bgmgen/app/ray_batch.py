@@ -40,6 +40,7 @@ from bgmgen.app.options import ScoreOptions
 from bgmgen.app.outputs import Job, remove_stale_partials, writable_location
 from bgmgen.app.score import BatchContext
 from bgmgen.core.errors import BgmgenError, InputError, MissingDependencyError, one_line
+from bgmgen.core.threads import SCORING_ENV
 
 RAY_INSTALL = "pip install 'bgmgen[ray]'"
 LOCAL = "local"
@@ -50,7 +51,7 @@ WORKER_MEMORY_BYTES = 3 * 1024**3 // 2
 # How many more times a file is tried after its worker died while scoring it.
 TASK_RETRIES = 2
 # The environment bgmgen reads, passed from the driver to the workers (a cluster's nodes have their own).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_NUM_THREADS")
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *SCORING_ENV)  # SCORING_ENV: set by the CLI
 FORWARDED_ENV_PREFIX = "BGMGEN_"
 # ScoreOptions fields that are paths: made absolute before they go to workers (whose working folder differs).
 PATH_OPTIONS = ("out", "cache_dir", "clip_weights", "blip_weights", "model", "soundfont")

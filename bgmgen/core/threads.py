@@ -15,6 +15,20 @@ import os
 import threading
 import time
 
+# Read by the thread pools of numpy (OpenBLAS) and torch (GNU OpenMP) when they load, so the CLI sets them (unless
+# set already) for the commands that score, before anything imports either; Ray's workers get them too.
+# Scoring runs several jobs at once on few cores (the decode, the detector's windows and checks, the sampler,
+# the render), so a pool's idle threads must not keep spinning on a core another job needs. Measured on the
+# 60 s real clip, runs alternated with and without (2026-12-07/08):
+SCORING_ENV = {
+    # numpy's products in scoring (the loudness meters' filters) are small; its worker threads spun after
+    # each one beside FluidSynth, ffmpeg and the report: render + mux 1.87 -> 1.77 s (ten pairs).
+    "OPENBLAS_NUM_THREADS": "1",
+    # An OpenMP thread with nothing to do spins this many times before it sleeps (libgomp's default here:
+    # 300,000): 14 pairs, 10.14 -> 9.41 s median wall (paired -0.53 s), CPU paired -0.78 s.
+    "GOMP_SPINCOUNT": "10000",
+}
+
 _background_jobs = 0  # background jobs under way in this process (started and not ended)
 _background_lock = threading.Lock()
 
