@@ -7,8 +7,7 @@ the heaps' tops), so the next step faults every page in again: the kernel zeroes
 
 * `reuse_freed_memory()`, once per scoring process: freed blocks stay in the heap for the next step to
   reuse (mallopt: blocks below 64 MB come from the heap, a heap keeps up to 256 MB free at its top, and
-  grows 64 MB at a time, so that the threads' heaps do not grow and shrink a few pages at a time:
-  34,000 mprotect calls on a 60 s clip before).
+  grows 64 MB at a time).
 * `release_free_memory(force)`: what is freed goes back (malloc_trim) once the resident size exceeds
   TRIM_ABOVE_BYTES, or at once with `force` (the detector is done with a video).
 * `resident_bytes()`.
@@ -48,10 +47,10 @@ def reuse_freed_memory() -> bool:
     """Keep freed heap memory in this process for reuse (HEAP_SETTINGS; see the module's docstring).
     Once per process; True when the settings are in force.
 
-    Measured on the 60 s real clip (2026-12-07, 14 runs alternated with glibc's defaults, the same
-    settings as environment variables): page faults 0.85 M -> 0.45 M, system time 2.71 -> 1.80 s,
-    CPU time -0.73 s and wall time -0.28 s (medians of the paired differences); peak resident size
-    1.40-1.57 -> 1.67-1.82 GB. The MIDI is the same: only where memory comes from changes."""
+    Measured on the 60 s real clip (2026-12-07, 16 pairs of runs alternated with the commit before): 11.18 ->
+    10.94 s median wall, CPU time -1.04 s (median of the paired differences); page faults 0.85 M ->
+    0.42-0.53 M. The peak resident size grows: 60 s clip 1.40-1.57 -> 1.63-1.96 GB, 10-minute clip
+    1.94-2.07 -> 2.00-2.26 GB. The MIDI is the same: only where memory comes from changes."""
     global _reusing
     libc = _glibc()
     if not _reusing and libc:
