@@ -287,14 +287,19 @@ def test_score_begins_decoding_its_first_video_under_the_path_of_its_job(tmp_pat
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.mp4").write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
-    begun, scored = [], []
-    monkeypatch.setattr(scan_ahead, "begin_scan", begun.append)
+    begun, scored, imports = [], [], []
+    monkeypatch.setattr(scan_ahead, "begin_scan", lambda path, then: begun.append((path, then)))
+    monkeypatch.setattr(threads, "import_in_background", lambda *modules: imports.append(modules))
     monkeypatch.setattr(batch, "score_many", lambda inputs, options, console, command=None:
                         scored.append(expand_inputs(inputs)[0].path) and 0)
     assert cli.main(["score", "./in/a.mp4"]) == 0
-    assert begun == scored == [tmp_path / "in" / "a.mp4"]
-    begun.clear()
+    assert [path for path, _ in begun] == scored == [tmp_path / "in" / "a.mp4"]
+    assert imports == []  # torch's import begins once the scan has its own imports
+    begun[0][1]()
+    assert imports == [("torch",)]
+    begun.clear(), imports.clear()
     assert cli.main(["score", "in/a.mp4", "--ray", "local"]) == 0 and begun == []  # workers decode their own
+    assert cli.main(["score", "in"]) == 0 and begun == [] and imports == [("torch",)]  # a folder: torch at once
 
 
 def test_scoring_commands_set_their_thread_pools_environment_before_any_import(monkeypatch):

@@ -189,6 +189,87 @@ def test_a_scan_begun_ahead_of_a_variable_frame_rate_video_leaves_it_to_the_ffmp
     assert passes == [] and not scan.thread.is_alive() and scan.info is None and scan_ahead._scans == {}
 
 
+def test_a_scan_begun_ahead_decodes_while_its_probe_runs(tmp_path, monkeypatch):
+    """The scan does not wait for the file's probe (ffprobe, then ffmpeg's first frame): its chunks queue
+    up while the probe is held back, and are taken once the probe agrees, the same as a scan of its own.
+    `then` runs in the scan's thread, after its imports and before it decodes."""
+    import threading
+
+    from bgmgen.video import probe as probe_module
+    from bgmgen.video import scan_ahead
+    from bgmgen.video.decode import scan_small
+
+    path = make_video(tmp_path / "a.mp4", duration=3.0, size=(160, 90), fps=25, audio="none")
+    own, _ = scan_small(probe(path), _KeepChunks, chunk=16)
+    released, real_probe = threading.Event(), probe_module.probe
+
+    def held_probe(p):
+        assert released.wait(30)
+        return real_probe(p)
+
+    monkeypatch.setattr(probe_module, "probe", held_probe)
+    passes = _counting_decord(monkeypatch)
+    called_in = []
+    scan = scan_ahead.begin_scan(path, chunk=16, then=lambda: called_in.append(threading.current_thread()))
+    deadline = time.monotonic() + 20
+    while not scan.items.full() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scan.items.qsize() == scan_ahead.AHEAD_CHUNKS and not scan.known.is_set()  # ahead of the probe
+    assert called_in == [scan.thread]
+    released.set()
+    taken, _ = scan_small(real_probe(path), _KeepChunks, chunk=16)
+    assert len(passes) == 1 and scan.info == real_probe(path)
+    assert len(taken.chunks) == len(own.chunks) == 5
+    for a, b in zip(taken.chunks, own.chunks):
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.times_s, b.times_s)
+
+
+def test_a_scan_begun_ahead_at_a_rate_the_probe_does_not_confirm_is_not_taken(tmp_path, monkeypatch):
+    """The scan decodes at the rate decord reads; where the probe reads another (so another analysis
+    step, or other times), the scan stops and scan_small decodes on its own, as without it."""
+    from bgmgen.video import decode, scan_ahead
+    from bgmgen.video.decode import scan_small
+
+    path = make_video(tmp_path / "a.mp4", duration=3.0, size=(160, 90), fps=25, audio="none")
+    own, own_scan = scan_small(probe(path), _KeepChunks, chunk=16)
+    real_open = decode.open_decord
+
+    class TwiceTheRate:
+        """decord's reader, reading twice the average frame rate that ffprobe reads."""
+
+        def __init__(self, reader):
+            self.reader = reader
+
+        def get_avg_fps(self):
+            return 2 * self.reader.get_avg_fps()
+
+        def __len__(self):
+            return len(self.reader)
+
+        def __getattr__(self, name):
+            return getattr(self.reader, name)
+
+    monkeypatch.setattr(decode, "open_decord", lambda p: TwiceTheRate(real_open(p)))
+    passes = _counting_decord(monkeypatch)
+    scan = scan_ahead.begin_scan(path, chunk=16)
+    kept, kept_scan = scan_small(probe(path), _KeepChunks, chunk=16)
+    scan.thread.join(10)
+    assert scan.info is None and scan.stopped.is_set() and not scan.thread.is_alive()
+    assert passes[-1][1:4] == (25.0, 1, 16) and kept_scan.n_frames == own_scan.n_frames == 75
+    for a, b in zip(kept.chunks, own.chunks, strict=True):
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.times_s, b.times_s)
+
+
+def test_evenly_timed_tells_constant_from_variable_frame_rate(tmp_path):
+    from media import make_vfr
+
+    from bgmgen.video import decode
+
+    cfr = make_video(tmp_path / "a.mp4", duration=3.0, size=(160, 90), fps=30, audio="none")
+    assert decode.evenly_timed(decode.open_decord(str(cfr)))
+    assert not decode.evenly_timed(decode.open_decord(str(make_vfr(cfr, tmp_path / "vfr.mp4"))))
+
+
 def test_a_scan_begun_ahead_that_fails_part_way_is_decoded_again_by_ffmpeg(tmp_path, monkeypatch):
     """decord failing in the scan begun ahead: its chunks, then its error, reach scan_small in that
     order, which restarts on the ffmpeg pipe with a fresh consumer and says why."""

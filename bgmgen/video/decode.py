@@ -106,22 +106,46 @@ def _first_line(err: BaseException | str) -> str:
 # ---------------------------------------------------------------------------------------------- decord
 
 
-def iter_decord(info: VideoInfo, step: int, chunk: int) -> Iterator[FrameChunk]:
-    """scan_small's decord pass: every `step`-th frame at 96x54, `chunk` frames at a time; DecodeFailed
-    where decord cannot open the file or stops part-way."""
+def open_decord(path: str):
+    """decord's reader of the file at `path` for scan_small's pass (96x54, SCAN_THREADS threads);
+    DecodeFailed where decord cannot open it or finds no frames."""
     decord = _decord()
     try:
-        vr = decord.VideoReader(info.path, width=SCAN_W, height=SCAN_H, num_threads=SCAN_THREADS)
+        vr = decord.VideoReader(path, width=SCAN_W, height=SCAN_H, num_threads=SCAN_THREADS)
         n = len(vr)
     except Exception as err:  # decord raises DECORDError / RuntimeError with C++ context
         raise DecodeFailed(f"decord cannot open it ({_first_line(err)})") from None
     if n == 0:
         raise DecodeFailed("decord found no frames")
+    return vr
+
+
+def evenly_timed(reader) -> bool:
+    """Whether the frames of open_decord's `reader` are evenly spaced in time (each interval within a
+    quarter of the median): constant frame rate, as far as the container's timestamps tell."""
+    try:
+        starts = np.asarray(reader.get_frame_timestamp(list(range(len(reader)))), np.float64)[:, 0]
+    except Exception:  # noqa: BLE001 - no timestamps: nothing tells
+        return False
+    gaps = np.diff(starts)
+    if len(gaps) == 0:
+        return True
+    typical = float(np.median(gaps))
+    return typical > 0 and float(np.max(np.abs(gaps - typical))) <= 0.25 * typical
+
+
+def iter_decord(path: str, fps: float, step: int, chunk: int, reader=None) -> Iterator[FrameChunk]:
+    """scan_small's decord pass over the file at `path`: every `step`-th frame at 96x54, `chunk` frames
+    at a time, read by `reader` (open_decord's) or by a reader of its own. `fps` (the probe's) times the
+    frames where the file has no timestamps. DecodeFailed where decord cannot open the file or stops
+    part-way."""
+    vr = reader if reader is not None else open_decord(path)
+    n = len(vr)
     wanted = np.arange(0, n, step)
     try:
         ts = vr.get_frame_timestamp(wanted.tolist())[:, 0].astype(np.float64)
     except Exception:
-        ts = wanted / max(info.fps, 1e-6)
+        ts = wanted / max(fps, 1e-6)
     ts = ts - ts[0] if len(ts) else ts
     try:
         key = np.zeros(n, bool)
@@ -140,7 +164,6 @@ def iter_decord(info: VideoInfo, step: int, chunk: int) -> Iterator[FrameChunk]:
         k = len(idx)
         yield FrameChunk(np.arange(pos, pos + k), idx.astype(np.int64), ts[start:start + k], frames, key[idx])
         pos += k
-    del vr
 
 
 # ---------------------------------------------------------------------------------------------- ffmpeg
@@ -223,7 +246,7 @@ def scan_small(info: VideoInfo, consumer_factory: Callable[[], ChunkConsumer],
         notes: list[str] = []
         try:
             if name == "decord":  # the CLI's first video: most likely begun already (scan_ahead)
-                it = take_scan(info, step, chunk) or iter_decord(info, step, chunk)
+                it = take_scan(info, step, chunk) or iter_decord(info.path, info.fps, step, chunk)
             else:
                 it = _iter_ffmpeg(info, step, chunk, notes)
             for ch in it:

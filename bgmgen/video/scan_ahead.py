@@ -1,11 +1,18 @@
 """scan_ahead: the all-frames pass over a video begun before its analysis asks for it.
 
 The CLI calls `begin_scan(path)` for its first input as soon as the arguments are parsed. A thread
-probes the file and runs decode.scan_small's decord pass over it, so the decode runs on the core that
-the imports (torch's, the CLI's own, one GIL between them) leave idle; decode.scan_small then takes
-the chunks decoded so far and the rest as they come (`take_scan`) instead of decoding again. Its
-chunks are the ones scan_small's own decord pass yields, in the same order (the same function runs),
-so nothing downstream changes.
+runs decode.scan_small's decord pass over the file, so the decode runs on the core that the imports
+(torch's, the CLI's own, one GIL between them) leave idle; decode.scan_small then takes the chunks
+decoded so far and the rest as they come (`take_scan`) instead of decoding again. Its chunks are the
+ones scan_small's own decord pass yields, in the same order (the same function runs with the same
+arguments), so nothing downstream changes.
+
+The decode does not wait for the file's probe (ffprobe, then ffmpeg's first frame: about half a second
+here, while the decode would be idle). It starts at the frame rate decord reads, and the probe, run
+beside it, decides whether it was right: the chunks are given out only if the probe found the same
+rate (so the same analysis step) and a constant frame rate (scan_small reads variable-rate video
+through ffmpeg). Otherwise the scan stops. A file whose frames decord finds unevenly timed waits for
+the probe before decoding.
 
 A scan that no analysis takes (the outputs are up to date, the analysis comes from the cache, the
 job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks.
@@ -18,7 +25,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 # Chunks a scan decodes before it waits to be taken (4 x 256 frames of 96x54 RGB: 16 MB). The CLI's
 # analysis takes them about a second into the run; a scan nothing takes waits there until it is dropped.
@@ -31,35 +38,46 @@ class ScanAhead:
 
     _END = object()  # the queue's item after the last chunk
 
-    def __init__(self, path: str, chunk: int | None):
-        self.path, self.chunk = path, chunk
-        self.info = None  # the file's VideoInfo, when decord will decode it (else None)
-        self.step = 0  # the analysis step (decode.analysis_step)
-        self.known = threading.Event()  # info, step and chunk are set, or the scan does not run (info None)
+    def __init__(self, path: str, chunk: int | None, then: Callable[[], object] | None = None):
+        self.path, self.chunk, self.then = path, chunk, then
+        self.info = None  # the file's VideoInfo, once the probe agrees with the decode (else None)
+        self.fps = None  # the frame rate the decode runs at (decord's, rounded as the probe rounds it)
+        self.step = 0  # the analysis step (decode.analysis_step of fps)
+        self.known = threading.Event()  # the verdict: info is set, or the scan's chunks are not given out
         self.items: queue.Queue = queue.Queue(AHEAD_CHUNKS)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bgmgen-scan-ahead", daemon=True)
+        self._probed = threading.Event()  # the probe is over: _probe_info is its VideoInfo, or None
+        self._probe_info = None
+        self._opened = threading.Event()  # fps and step are set, or the decode does not run (fps None)
+        self._verdict_lock = threading.Lock()
 
     def _run(self) -> None:
         threading.Thread(target=self._probe, name="bgmgen-probe", daemon=True).start()
         try:
-            import decord  # noqa: F401 - while ffprobe runs (it imports numpy, as decode does)
+            try:
+                import decord  # noqa: F401 - while ffprobe runs
 
-            from bgmgen.video import decode
-            from bgmgen.video.probe import probe
-
-            info = probe(self.path)  # waits for the one under way
-            if not info.variable_frame_rate and not self.stopped.is_set():  # VFR: scan_small uses ffmpeg
-                self.info, self.step = info, decode.analysis_step(info.fps)
+                from bgmgen.video import decode
+            finally:
+                if self.then is not None:
+                    self.then()
+            reader = decode.open_decord(self.path)
+            fps = round(float(reader.get_avg_fps()), 6)
+            if not decode.evenly_timed(reader):  # most likely variable frame rate: the probe says first
+                self._probed.wait()
+            if not self.stopped.is_set():
+                self.fps, self.step = fps, decode.analysis_step(fps)
                 self.chunk = self.chunk or decode.CHUNK_FRAMES
-        except BaseException:  # noqa: BLE001, S110 - the analysis's own probe() raises it (a missing decord, too)
+        except BaseException:  # noqa: BLE001, S110 - scan_small's own decord pass says what fails (or a missing decord)
             pass
         finally:
-            self.known.set()  # matches() never waits for ever
-        if self.info is None:
+            self._opened.set()
+            self._give_verdict()
+        if self.fps is None or self.stopped.is_set():  # the probe has disagreed already
             return
         try:
-            for ch in decode.iter_decord(info, self.step, self.chunk):
+            for ch in decode.iter_decord(self.path, fps, self.step, self.chunk, reader):
                 if not self._put(ch):
                     return
         except BaseException as err:  # noqa: BLE001 - raised where scan_small takes it
@@ -71,9 +89,25 @@ class ScanAhead:
         from bgmgen.video.probe import probe
 
         try:
-            probe(self.path)
+            self._probe_info = probe(self.path)
         except BaseException:  # noqa: BLE001, S110 - raised by the probe() that waits for it
             pass
+        finally:
+            self._probed.set()
+            self._give_verdict()
+
+    def _give_verdict(self) -> None:
+        """Once both the probe and the decode's start are known: keep the scan if the probe agrees
+        with the rate it decodes at (and scan_small would decode with decord), else stop it."""
+        with self._verdict_lock:
+            if self.known.is_set() or not (self._probed.is_set() and self._opened.is_set()):
+                return
+            info = self._probe_info
+            if info is not None and self.fps is not None and not info.variable_frame_rate and info.fps == self.fps:
+                self.info = info
+            else:
+                self.stop()
+            self.known.set()
 
     def _put(self, item) -> bool:
         """Queue `item`, waiting while the queue is full; False once the scan is stopped."""
@@ -111,11 +145,12 @@ _scans: dict[str, ScanAhead] = {}  # absolute path -> its scan begun ahead, unti
 _scans_lock = threading.Lock()
 
 
-def begin_scan(path, chunk: int | None = None) -> ScanAhead:
-    """Begin the decord pass over the file at `path` (its probe first) in a background thread now.
+def begin_scan(path, chunk: int | None = None, then: Callable[[], object] | None = None) -> ScanAhead:
+    """Begin the decord pass over the file at `path` (its probe beside it) in a background thread now.
     `chunk`: frames per chunk (default decode.CHUNK_FRAMES). The first scan_small of the same file
-    with the same probe result and chunk takes it."""
-    scan = ScanAhead(str(path), chunk)
+    with the same probe result and chunk takes it. `then` is called in the scan's thread once it has
+    imported what it needs (numpy, decord), before it decodes: the CLI begins torch's import there."""
+    scan = ScanAhead(str(path), chunk, then)
     with _scans_lock:
         old = _scans.pop(os.path.abspath(path), None)
         _scans[os.path.abspath(path)] = scan
