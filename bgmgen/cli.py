@@ -238,8 +238,8 @@ def score(
         from bgmgen.core.threads import import_in_background
 
         # torch takes ~2 s to import here, and the shot detector that needs it waits for it while the video
-        # decodes: begin now, beside the checks of the inputs and the probe (a run with nothing to score
-        # only spends that CPU in a background thread).
+        # decodes: begin it early, in a background thread beside the checks of the inputs and the probe (a
+        # run with nothing to score only spends that CPU there).
         begin_torch = functools.partial(import_in_background, "torch")
         if inputs and os.path.isfile(inputs[0]):
             from bgmgen.app.outputs import video_path

@@ -143,7 +143,7 @@ _probes_lock = threading.Lock()
 
 def probe(path) -> VideoInfo:
     """VideoInfo of `path`, or an InputError; memoised per (path, size, mtime) within the process (a
-    probe under way in another thread, such as decode.scan_ahead's, is waited for, not run again)."""
+    probe under way in another thread, such as video.scan_ahead's, is waited for, not run again)."""
     try:
         st = os.stat(path)
         stamp = (st.st_size, st.st_mtime_ns)
