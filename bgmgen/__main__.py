@@ -1,3 +1,3 @@
-from bgmgen.cli import main
+from bgmgen.cli import console_script
 
-raise SystemExit(main())
+raise SystemExit(console_script())
