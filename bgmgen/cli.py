@@ -522,10 +522,14 @@ def console_script() -> int:
     operator registry, oneDNN's kernel cache, the CUDA runtime's statics, their code paged in from
     disk for the purpose) and of every Python object. That takes 0.23-0.26 s on one core after a 60 s
     clip's score (2026-12-08) and writes nothing. So the first exit handler registered, which runs
-    last, flushes the standard streams and ends the process with main()'s exit code (_end_at_once)."""
+    last, flushes the standard streams and ends the process with main()'s exit code (_end_at_once).
+    Only when it is the first: a handler registered before it (a wrapper that runs this module, a
+    profiler) runs after it, so then the process exits as usual."""
     import atexit
 
-    atexit.register(_end_at_once)
+    # CPython's count of the handlers registered so far (not public; without it, exit as usual).
+    if getattr(atexit, "_ncallbacks", lambda: 1)() == 0:
+        atexit.register(_end_at_once)
     code = main()
     _before_exit(code)
     return code

@@ -338,6 +338,8 @@ import atexit, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 if sys.argv[2] == "traced":
     sys.settrace(lambda *args: None)
+if sys.argv[2] == "wrapped":  # a handler registered before console_script's runs after it
+    atexit.register(lambda: (out / "wrapper").write_text("ran"))
 from bgmgen import cli
 sys.argv = ["bgmgen", "score", str(out / "missing.mp4")]
 code = cli.console_script()
@@ -363,18 +365,20 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("traced", [False, True])
-def test_the_console_script_ends_after_every_exit_handler_without_the_teardown(tmp_path, traced):
+@pytest.mark.parametrize("how", ["plain", "traced", "wrapped"])
+def test_the_console_script_ends_after_every_exit_handler_without_the_teardown(tmp_path, how):
     """console_script: the exit code, everything written to the (piped) standard streams and every exit
     handler stay; the teardown after them (native destructors, Python objects) is skipped, unless a
-    tracer or profiler watches (coverage saves in an exit handler that runs after this one)."""
-    proc = subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, str(tmp_path), "traced" if traced else "plain"],
+    tracer or profiler watches or a handler was registered before it (coverage, a wrapper: they save in
+    exit handlers that would run after console_script's)."""
+    proc = subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, str(tmp_path), how],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("bgmgen: error: ") and "missing.mp4" in proc.stderr
     assert proc.stdout.rstrip().endswith("after the command")
     assert (tmp_path / "handler").read_text() == "ran"
-    assert (tmp_path / "teardown").exists() == traced
+    assert (tmp_path / "wrapper").exists() == (how == "wrapped")
+    assert (tmp_path / "teardown").exists() == (how != "plain")
 
 
 def test_mood_and_options_reach_score_options(monkeypatch):

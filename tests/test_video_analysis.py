@@ -1103,6 +1103,49 @@ def test_shot_detection_takes_lent_cores_between_blocks_without_changing_its_num
         torch.set_num_threads(threads)
 
 
+def test_a_thread_waiting_for_the_workers_step_lends_it_its_core():
+    """After decoding, finish()'s thread that takes over the window under way waits for the worker's
+    step: meanwhile that step runs, from its next block, on one torch thread more; alone, on one."""
+    import threading
+
+    import torch
+
+    from bgmgen.video.shots import ShotDetector
+
+    stream = ShotDetector().stream()
+    threads = torch.get_num_threads()
+    lock = stream._window_lock(0)
+    lock.acquire()  # the worker's step under way
+    got = threading.Event()
+
+    def take_over():
+        with stream._window_taken(0):
+            got.set()
+
+    try:
+        stream._lend_to_the_worker()
+        assert torch.get_num_threads() == 1
+        waiter = threading.Thread(target=take_over)
+        waiter.start()
+        for _ in range(500):
+            if stream.waiting_for_worker:
+                break
+            threading.Event().wait(0.01)
+        assert stream.waiting_for_worker == 1 and not got.is_set()
+        stream._lend_to_the_worker()  # the worker's next block
+        assert torch.get_num_threads() == 2
+        lock.release()  # the step ends: the waiting thread takes the window
+        waiter.join(10)
+        assert got.is_set() and stream.waiting_for_worker == 0
+        stream._lend_to_the_worker()
+        assert torch.get_num_threads() == 1
+    finally:
+        if lock.locked():
+            lock.release()
+        stream.cancel()
+        torch.set_num_threads(threads)
+
+
 def test_streamed_shot_detection_equals_predict():
     """ShotStream (windows run while frames arrive) gives exactly ShotDetector.predict's probabilities,
     for lengths around the window layout's edges and uneven chunks; a cancelled stream runs nothing more."""
