@@ -189,6 +189,53 @@ def test_a_scan_begun_ahead_of_a_variable_frame_rate_video_leaves_it_to_the_ffmp
     assert passes == [] and not scan.thread.is_alive() and scan.info is None and scan_ahead._scans == {}
 
 
+def test_only_containers_decord_can_open_are_opened_before_their_probe(tmp_path):
+    """mp4 with its movie header (at the end or, with faststart, first), mkv: opened at once. Garbage, an
+    mp4 cut short before its movie header (a recording that stopped), other containers: the probe first."""
+    from bgmgen.video.scan_ahead import opens_before_its_probe
+
+    mp4 = make_video(tmp_path / "a.mp4", duration=1.0, size=(160, 90), fps=25, audio="none")
+    faststart = tmp_path / "faststart.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(mp4), "-c", "copy", "-movflags", "+faststart",
+                    str(faststart)], check=True)
+    avi = tmp_path / "a.avi"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(mp4), "-c", "copy", str(avi)], check=True)
+    data = mp4.read_bytes()
+    cut_short = tmp_path / "cut.mp4"
+    cut_short.write_bytes(data[:data.index(b"moov") - 4])  # ends before the movie header's box
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"CORRUPT")
+    assert opens_before_its_probe(str(mp4)) and opens_before_its_probe(str(faststart))
+    assert opens_before_its_probe(str(pipe_to_mkv(mp4, tmp_path / "a.mkv")))
+    assert faststart.read_bytes().index(b"moov") < faststart.read_bytes().index(b"mdat") < data.index(b"moov")
+    for path in (cut_short, garbage, avi, tmp_path / "missing.mp4"):
+        assert not opens_before_its_probe(str(path)), path.name
+
+
+def test_a_scan_begun_ahead_never_opens_a_file_its_probe_rejects(tmp_path, monkeypatch):
+    """decord prints its errors to the terminal: a file that is no video gets bgmgen's one line only,
+    so the scan begun ahead leaves such a file to the probe and, once the probe fails, never opens it."""
+    from bgmgen.video import decode, scan_ahead
+
+    opened, real_open = [], decode.open_decord
+    monkeypatch.setattr(decode, "open_decord", lambda path: opened.append(path) or real_open(path))
+    mp4 = make_video(tmp_path / "a.mp4", duration=1.0, size=(160, 90), fps=25, audio="none")
+    data = mp4.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:data.index(b"moov") - 4])
+    (tmp_path / "garbage.mp4").write_bytes(b"CORRUPT")
+    for name in ("garbage.mp4", "cut.mp4"):
+        scan = scan_ahead.begin_scan(tmp_path / name)
+        scan.thread.join(30)
+        assert not scan.thread.is_alive() and scan.known.is_set() and scan.info is None
+        scan_ahead.drop_scan(tmp_path / name)
+    assert opened == []
+    scan = scan_ahead.begin_scan(mp4)
+    assert scan.known.wait(30)
+    assert opened == [str(mp4)] and scan.info is not None
+    scan_ahead.drop_scan(mp4)
+    scan.thread.join(10)
+
+
 def test_a_scan_begun_ahead_decodes_while_its_probe_runs(tmp_path, monkeypatch):
     """The scan does not wait for the file's probe (ffprobe, then ffmpeg's first frame): its chunks queue
     up while the probe is held back, and are taken once the probe agrees, the same as a scan of its own.

@@ -12,7 +12,9 @@ here, while the decode would be idle). It starts at the frame rate decord reads,
 beside it, decides whether it was right: the chunks are given out only if the probe found the same
 rate (so the same analysis step) and a constant frame rate (scan_small reads variable-rate video
 through ffmpeg). Otherwise the scan stops. A file whose frames decord finds unevenly timed waits for
-the probe before decoding.
+the probe before decoding, and so does one whose container decord may fail to open
+(`opens_before_its_probe`): decord's library prints its errors to the terminal, and a file that is no
+video must get one line from bgmgen, nothing else. After a failed probe, decord never opens the file.
 
 A scan that no analysis takes (the outputs are up to date, the analysis comes from the cache, the
 job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks.
@@ -24,12 +26,52 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
 from collections.abc import Callable, Iterator
 
 # Chunks a scan decodes before it waits to be taken (4 x 256 frames of 96x54 RGB: 16 MB). The CLI's
 # analysis takes them about a second into the run; a scan nothing takes waits there until it is dropped.
 AHEAD_CHUNKS = 4
+ISO_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")  # a first box
+MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML header: mkv, webm
+MAX_TOP_BOXES = 64  # top-level boxes read looking for the movie header (a few in any real file)
+
+
+def opens_before_its_probe(path: str) -> bool:
+    """Whether the file at `path` may be opened with decord before its probe: a Matroska/WebM file,
+    or an ISO media file (mp4, mov, m4v, 3gp) whose top-level boxes, read by their sizes, hold its
+    movie header ('moov': absent from garbage and from a recording cut short, where ffmpeg and decord
+    fail with "moov atom not found"). Anything else waits for the probe. Reads a few bytes per box."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] == MATROSKA_MAGIC:
+                return True
+            if len(head) < 8 or head[4:8] not in ISO_BOX_TYPES:
+                return False
+            size_of_file = os.fstat(f.fileno()).st_size
+            at = 0
+            for _ in range(MAX_TOP_BOXES):
+                f.seek(at)
+                header = f.read(16)
+                if len(header) < 8:
+                    return False
+                size, kind = struct.unpack(">I4s", header[:8])
+                if kind == b"moov":
+                    return at + max(size, 8) <= size_of_file
+                if size == 1:  # a 64-bit size follows the type
+                    if len(header) < 16:
+                        return False
+                    size = struct.unpack(">Q", header[8:16])[0]
+                if size < 8:  # 0: the box runs to the end of the file (no moov after it); else corrupt
+                    return False
+                at += size
+                if at >= size_of_file:
+                    return False
+    except OSError:
+        return False
+    return False
 
 
 class ScanAhead:
@@ -62,6 +104,10 @@ class ScanAhead:
             finally:
                 if self.then is not None:
                     self.then()
+            if not opens_before_its_probe(self.path):
+                self._probed.wait()
+            if self._probed.is_set() and self._probe_info is None:  # not a video ffprobe reads: say nothing
+                return
             reader = decode.open_decord(self.path)
             fps = round(float(reader.get_avg_fps()), 6)
             if not decode.evenly_timed(reader):  # most likely variable frame rate: the probe says first
