@@ -399,8 +399,12 @@ def test_bad_inputs_are_one_line_input_errors(tmp_path):
     assert 0 < mdat < moov, "the test expects the moov atom after the media data"
     data[mdat + 8:moov - 8] = bytes(moov - 16 - mdat)
     broken.write_bytes(bytes(data))
+    picture = tmp_path / "photo.mp4"  # a png, named as a video
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc=s=64x64", "-frames:v", "1",
+                    "-f", "image2", "-c:v", "png", str(picture)], check=True)
     cases = {
         tmp_path / "missing.mp4": "no such file",
+        picture: "holds a single picture (png), not a moving video",
         tmp_path: "is a folder",
         empty: "is empty (0 bytes)",
         garbage: "not a video file ffprobe can read",

@@ -249,6 +249,9 @@ def _probe(path) -> VideoInfo:
         raise InputError(f"{name}: the video's duration cannot be determined; the file is damaged")
     if not n_frames:
         n_frames = max(1, int(round(duration * fps)))
+    if n_frames <= 1:  # a photo (png, jpeg: image2 / *_pipe "video"), or a one-frame clip
+        raise InputError(f"{name}: holds a single picture ({v.get('codec_name') or 'unknown codec'}), not a moving "
+                         "video; give a video file")
 
     if not _first_frame_decodes(name):
         raise InputError(f"{name}: the video stream has no decodable frames; the file is damaged")
