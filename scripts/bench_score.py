@@ -219,6 +219,10 @@ def main(argv=None) -> int:
             runs.append(one_run(video.resolve(), work / "out", args.extra))
             if args.floor:
                 runs[-1]["floor_s"] = decode_floor(video.resolve())
+            run = runs[-1]
+            print(f"run {len(runs)}: wall {run['wall_s']:.2f} s, CPU {run['cpu_s']:.2f} s"
+                  + (f", decode floor {run['floor_s']:.2f} s ({run['wall_s'] / run['floor_s']:.2f}x)" if args.floor else ""),
+                  flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
