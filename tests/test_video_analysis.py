@@ -1199,6 +1199,28 @@ def test_a_thread_waiting_for_the_workers_step_lends_it_its_core():
         torch.set_num_threads(threads)
 
 
+def test_the_workers_feeds_left_after_decoding_do_not_wait_for_the_window_taken_over():
+    """After decoding, finish()'s thread takes the window under way and holds it to its end; the feeds
+    still queued for the worker return at once instead of waiting for that window (0.35 s, one core
+    idle), so the worker goes on to the next task."""
+    import threading
+
+    from bgmgen.video.shots import ShotDetector
+
+    stream = ShotDetector().stream()
+    lock = stream._window_lock(0)
+    lock.acquire()  # finish()'s thread, feeding window 0 to its end
+    try:
+        stream.decoded = True
+        feed = threading.Thread(target=stream._feed, args=(0, 100))
+        feed.start()
+        feed.join(5)
+        assert not feed.is_alive() and lock.locked() and stream.passes == {}
+    finally:
+        lock.release()
+        stream.cancel()
+
+
 def test_streamed_shot_detection_equals_predict():
     """ShotStream (windows run while frames arrive) gives exactly ShotDetector.predict's probabilities,
     for lengths around the window layout's edges and uneven chunks; a cancelled stream runs nothing more."""

@@ -408,6 +408,8 @@ class ShotStream:
         try:
             with torch.inference_mode():
                 while True:
+                    if self.decoded or self.cancelled:  # before the window's lock: finish()'s thread may hold
+                        return  # it for the rest of the window, while this worker's core would sit idle
                     with self._window_lock(k):
                         fast = self.passes.get(k)
                         if fast is None:
