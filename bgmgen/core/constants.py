@@ -30,7 +30,6 @@ HOP_STEPS = WINDOW_STEPS - OVERLAP_STEPS
 # Tempo range the planner may choose (BPM, quarter-note beats).
 MIN_BPM = 60.0
 MAX_BPM = 150.0
-MIN_VIDEO_S = 60.0 / MAX_BPM  # the shortest video that holds one beat at the fastest tempo (0.4 s)
 
 # Audio.
 SAMPLE_RATE = 44100

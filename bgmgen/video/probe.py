@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from bgmgen.core.constants import MAX_BPM, MIN_VIDEO_S
 from bgmgen.core.errors import InputError
 from bgmgen.core.ffmpeg import FFmpegError, FFmpegTimeout, input_file, run
 from bgmgen.core.ffmpeg import probe as ffprobe
@@ -253,9 +252,6 @@ def _probe(path) -> VideoInfo:
     if n_frames <= 1:  # a photo (png, jpeg: image2 / *_pipe "video"), or a one-frame clip
         raise InputError(f"{name}: holds a single picture ({v.get('codec_name') or 'unknown codec'}), not a moving "
                          "video; give a video file")
-    if duration < MIN_VIDEO_S:
-        raise InputError(f"{name}: lasts {duration:.2f} s, shorter than one beat of music at the fastest tempo "
-                         f"({MIN_VIDEO_S:.1f} s at {MAX_BPM:g} BPM); give a longer video")
 
     if not _first_frame_decodes(name):
         raise InputError(f"{name}: the video stream has no decodable frames; the file is damaged")
