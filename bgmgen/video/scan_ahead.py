@@ -18,7 +18,7 @@ video must get one line from bgmgen, nothing else. After a failed probe, decord 
 
 A scan that no analysis takes (the outputs are up to date, the analysis comes from the cache, the
 job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks.
-This module imports only the standard library at load: numpy, decord and the probe load in the
+This module imports only the standard library (and core.mp4's box reader, which does too) at load: numpy, decord and the probe load in the
 scan's own thread, not in the CLI's.
 """
 
@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import os
 import queue
-import struct
 import threading
 from collections.abc import Callable, Iterator
+
+from bgmgen.core.mp4 import movie_box
 
 # Chunks a scan decodes before it waits to be taken (4 x 256 frames of 96x54 RGB: 16 MB). The CLI's
 # analysis takes them about a second into the run; a scan nothing takes waits there until it is dropped.
 AHEAD_CHUNKS = 4
 ISO_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")  # a first box
 MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML header: mkv, webm
-MAX_TOP_BOXES = 64  # top-level boxes read looking for the movie header (a few in any real file)
 
 
 def opens_before_its_probe(path: str) -> bool:
@@ -50,28 +50,9 @@ def opens_before_its_probe(path: str) -> bool:
                 return True
             if len(head) < 8 or head[4:8] not in ISO_BOX_TYPES:
                 return False
-            size_of_file = os.fstat(f.fileno()).st_size
-            at = 0
-            for _ in range(MAX_TOP_BOXES):
-                f.seek(at)
-                header = f.read(16)
-                if len(header) < 8:
-                    return False
-                size, kind = struct.unpack(">I4s", header[:8])
-                if kind == b"moov":
-                    return at + max(size, 8) <= size_of_file
-                if size == 1:  # a 64-bit size follows the type
-                    if len(header) < 16:
-                        return False
-                    size = struct.unpack(">Q", header[8:16])[0]
-                if size < 8:  # 0: the box runs to the end of the file (no moov after it); else corrupt
-                    return False
-                at += size
-                if at >= size_of_file:
-                    return False
+            return movie_box(f) is not None
     except OSError:
         return False
-    return False
 
 
 class ScanAhead:

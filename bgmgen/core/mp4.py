@@ -1,0 +1,160 @@
+"""mp4: the box structure of ISO media files (MP4, MOV, M4V, 3GP), read in-process.
+
+* `top_level_boxes(f)`: (type, start, end) of each box at the top of an open file, by their sizes.
+* `movie_box(f)`: where the movie header ('moov') lies, when the top-level boxes hold a whole one.
+* `read_movie(path) -> Movie | None`: the movie's duration (its 'mvhd') and its tracks' kinds (their
+  'hdlr'), or None when the file holds no whole movie header this reads (not ISO media, cut short,
+  fragmented): the caller asks ffprobe then.
+
+audio/mux.py checks the file it has just written with `read_movie`: ffprobe, a process of its own,
+took 0.06-0.13 s at the very end of every score (2026-12-08) for the same two facts. ffprobe's format
+duration of an MP4 is its 'mvhd' duration over its timescale (libavformat's mov demuxer, unfragmented
+files), which is what `Movie.duration_s` is. video/scan_ahead.py walks the top-level boxes to decide
+whether decord may open a file before its probe.
+
+Box layout (ISO/IEC 14496-12, 4.2): a 32-bit big-endian size (header included) and a four-character
+type; size 1 means a 64-bit size follows the type, size 0 that the box runs to the end of its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+MAX_BOXES = 64  # boxes read at one level (a few in any real file; a walk through garbage stops here)
+MAX_MOVIE_BYTES = 64 << 20  # a larger movie header is read by ffprobe instead (hours of tiny samples)
+TRACK_KINDS = {b"vide": "video", b"soun": "audio", b"subt": "subtitle", b"sbtl": "subtitle", b"text": "subtitle"}
+
+
+@dataclass(frozen=True)
+class Movie:
+    duration_s: float | None  # 'mvhd' duration / timescale; None when the header leaves it unknown
+    kinds: tuple[str, ...]  # per track, in file order: "video", "audio", "subtitle" or "data"
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, end) of the boxes in data[start:end]; stops at a corrupt size."""
+    at = start
+    for _ in range(MAX_BOXES):
+        if at + 8 > end:
+            return
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1:
+            if at + 16 > end:
+                return
+            size, header = struct.unpack_from(">Q", data, at + 8)[0], 16
+        elif size == 0:
+            size = end - at
+        if size < header or at + size > end:
+            return
+        yield kind, at + header, at + size
+        at += size
+
+
+def top_level_boxes(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of the top-level boxes of the open file `f`, in order, as far as their sizes
+    hold together (a box that would run past the end of the file ends the walk; so does garbage)."""
+    size_of_file = os.fstat(f.fileno()).st_size
+    at = 0
+    for _ in range(MAX_BOXES):
+        f.seek(at)
+        header = f.read(16)
+        if len(header) < 8:
+            return
+        size, kind = struct.unpack(">I4s", header[:8])
+        if size == 1:  # a 64-bit size follows the type
+            if len(header) < 16:
+                return
+            size = struct.unpack(">Q", header[8:16])[0]
+        elif size == 0:  # the box runs to the end of the file
+            size = size_of_file - at
+        if size < 8 or at + size > size_of_file:
+            return
+        yield kind, at, at + size
+        at += size
+
+
+def movie_box(f: BinaryIO) -> tuple[int, int] | None:
+    """(start, end) of the movie header box ('moov') among the top-level boxes of `f`, when there is a
+    whole one (none in garbage, nor in a recording cut short before its header was written)."""
+    for kind, start, end in top_level_boxes(f):
+        if kind == b"moov":
+            return start, end
+    return None
+
+
+def _full_box_payload(data: bytes, start: int, end: int, need: int) -> tuple[int, int] | None:
+    """(version, offset of the fields after version and flags) of a full box, when it holds `need` bytes."""
+    if end - start < 4 + need:
+        return None
+    return data[start], start + 4
+
+
+def _movie_header(data: bytes, start: int, end: int) -> float | None:
+    """'mvhd' payload -> duration in seconds (None: unknown, or a zero timescale)."""
+    full = _full_box_payload(data, start, end, 16)
+    if full is None:
+        raise ValueError("short mvhd")
+    version, at = full
+    if version == 1:
+        if end - at < 28:
+            raise ValueError("short mvhd")
+        timescale, duration = struct.unpack_from(">IQ", data, at + 16)
+        unknown = 0xFFFFFFFFFFFFFFFF
+    else:
+        timescale, duration = struct.unpack_from(">II", data, at + 8)
+        unknown = 0xFFFFFFFF
+    if timescale == 0 or duration == unknown:
+        return None
+    return duration / timescale
+
+
+def _track_kind(data: bytes, start: int, end: int) -> str:
+    """'trak' payload -> the kind its media handler ('mdia' > 'hdlr') names."""
+    for kind, s, e in _boxes(data, start, end):
+        if kind == b"mdia":
+            for sub, s2, e2 in _boxes(data, s, e):
+                if sub == b"hdlr":
+                    full = _full_box_payload(data, s2, e2, 8)
+                    if full is None:
+                        raise ValueError("short hdlr")
+                    handler = data[full[1] + 4:full[1] + 8]  # after pre_defined
+                    return TRACK_KINDS.get(handler, "data")
+    raise ValueError("a track without a media handler")
+
+
+def read_movie(path) -> Movie | None:
+    """The duration and track kinds of the ISO media file at `path`, from its movie header; None when
+    it has no whole one, is fragmented ('mvex': the header does not hold the duration) or does not
+    parse (the caller asks ffprobe)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"):
+                return None
+            span = movie_box(f)
+            if span is None or span[1] - span[0] > MAX_MOVIE_BYTES:
+                return None
+            f.seek(span[0])
+            data = f.read(span[1] - span[0])
+    except OSError:
+        return None
+    if len(data) != span[1] - span[0]:
+        return None
+    try:
+        header = 16 if struct.unpack_from(">I", data, 0)[0] == 1 else 8
+        duration, found_header, kinds = None, False, []
+        for kind, start, end in _boxes(data, header, len(data)):
+            if kind == b"mvex":
+                return None
+            if kind == b"mvhd":
+                duration, found_header = _movie_header(data, start, end), True
+            elif kind == b"trak":
+                kinds.append(_track_kind(data, start, end))
+    except (ValueError, struct.error):
+        return None
+    return Movie(duration, tuple(kinds)) if found_header else None
