@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import analysis_for  # tests/media.py (see conftest)
+from media import analysis_for, pipe_to_mkv  # tests/media.py (see conftest)
 
 from bgmgen.audio import loudness, render
 from bgmgen.audio import mux as mux_mod
@@ -520,6 +520,70 @@ def test_mux_duration_audio_and_video_copy(videos, music_wav, tmp_path, name, mo
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def _ffprobe_movie(path: Path) -> tuple[float | None, tuple[str, ...]]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    duration = data.get("format", {}).get("duration")
+    return (None if duration is None else float(duration)), tuple(s["codec_type"] for s in data["streams"])
+
+
+def _box(kind: bytes, payload: bytes, wide: bool = False) -> bytes:
+    if wide:  # size 1, then the 64-bit size
+        return struct.pack(">I4sQ", 1, kind, 16 + len(payload)) + payload
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def _track(handler: bytes) -> bytes:
+    hdlr = _box(b"hdlr", bytes(4) + bytes(4) + handler + bytes(12) + b"\0")
+    return _box(b"trak", _box(b"tkhd", bytes(84)) + _box(b"mdia", _box(b"mdhd", bytes(24)) + hdlr))
+
+
+def test_the_written_file_is_checked_in_process_with_what_ffprobe_reads(videos, music_wav, tmp_path, monkeypatch):
+    """core.mp4 reads an MP4's duration and stream kinds from its movie header as ffprobe reports them
+    (faststart or header last, 64-bit box sizes, a version-1 header); a fragmented file, garbage, a file
+    cut short and Matroska read as None, and mux then asks ffprobe: the same result."""
+    from bgmgen.core import mp4
+
+    written = tmp_path / "out.mp4"
+    res = mux_mod.mux(videos["speech.mp4"], music_wav, written, _probe(videos["speech.mp4"]), "keep")
+    header_last = tmp_path / "last.mp4"
+    _ffmpeg("-i", str(written), "-c", "copy", str(header_last))
+    fragmented = tmp_path / "frag.mp4"
+    _ffmpeg("-i", str(written), "-c", "copy", "-movflags", "frag_keyframe+empty_moov", str(fragmented))
+    assert written.read_bytes().index(b"moov") < written.read_bytes().index(b"mdat")
+    assert header_last.read_bytes().index(b"mdat") < header_last.read_bytes().index(b"moov")
+    for path in (written, header_last, videos["plain.mp4"]):
+        movie = mp4.read_movie(path)
+        duration, kinds = _ffprobe_movie(path)
+        assert movie.duration_s == pytest.approx(duration, abs=1e-6) and movie.kinds == kinds, path.name
+    assert res["duration_s"] == pytest.approx(_ffprobe_movie(written)[0], abs=1e-6)
+
+    # version 1 (64-bit) movie header, a moov box with a 64-bit size, a subtitle and a timecode track
+    mvhd = _box(b"mvhd", b"\1\0\0\0" + bytes(16) + struct.pack(">IQ", 90000, 90000 * 12 + 4500) + bytes(80))
+    synthetic = tmp_path / "v1.mp4"
+    synthetic.write_bytes(_box(b"ftyp", b"isom" + bytes(4)) + _box(b"moov", mvhd + _track(b"vide") + _track(b"soun")
+                                                                   + _track(b"subt") + _track(b"tmcd"), wide=True)
+                          + _box(b"mdat", bytes(32)))
+    assert mp4.read_movie(synthetic) == mp4.Movie(12.05, ("video", "audio", "subtitle", "data"))
+    data = written.read_bytes()
+    cut_short = tmp_path / "cut.mp4"
+    cut_short.write_bytes(data[:data.index(b"moov") + 100])  # ends inside the movie header
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"CORRUPT" * 10)
+    for path in (fragmented, cut_short, garbage, pipe_to_mkv(written, tmp_path / "a.mkv"), tmp_path / "missing.mp4"):
+        assert mp4.read_movie(path) is None, path.name
+
+    # mux asks ffprobe where the header does not read, and still refuses a file without audio
+    monkeypatch.setattr(mux_mod, "read_movie", lambda path: None)
+    again = mux_mod.mux(videos["speech.mp4"], music_wav, tmp_path / "again.mp4", _probe(videos["speech.mp4"]), "keep")
+    assert again["duration_s"] == res["duration_s"]
+    monkeypatch.setattr(mux_mod, "read_movie", lambda path: mp4.Movie(4.0, ("video",)))
+    with pytest.raises(BgmgenError, match="without audio"):
+        mux_mod.mux(videos["speech.mp4"], music_wav, tmp_path / "none.mp4", _probe(videos["speech.mp4"]), "keep")
+    assert not (tmp_path / "none.mp4").exists()
+
+
 def test_mux_mkv_with_51_audio_and_an_awkward_path(music_wav, tmp_path):
     """H.264 in Matroska is copied into MP4; 5.1 original sound is mixed down to stereo; a file name
     with a colon, spaces and non-ASCII letters is read as a file, not as a protocol."""
@@ -710,6 +774,24 @@ def test_report_png(tmp_path):
     assert png.stat().st_size > (tmp_path / "no_pictures.png").stat().st_size + 20_000  # the pictures are drawn
     write_report(tmp_path / "empty.png", analysis, plan, np.zeros_like(roll), keyframes.frames)  # no notes
     assert _png_size(tmp_path / "empty.png") == (1400, 900)
+    from PIL import Image
+
+    def colour_rows(path, rgb, column=None):  # rows holding the colour (anywhere, or in one column)
+        img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        hit = np.abs(img - np.array(rgb)).max(axis=2) <= 12
+        return np.flatnonzero(hit.any(axis=1) if column is None else hit[:, column])
+
+    note = np.round(255 - 0.55 * (255 - np.array([0x4C, 0x72, 0xB0])))  # the note colour over white
+    def in_roll(rows):  # the piano roll is the lower half (the random keyframes are above)
+        return rows[rows > h // 2]
+
+    assert len(in_roll(colour_rows(png, note))) > 50 and len(in_roll(colour_rows(tmp_path / "empty.png", note))) == 0
+    # the cut lines run through all three panels, from the top of the first to the bottom of the last
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    red = (img[..., 0] > 150) & (img[..., 1] < 120) & (img[..., 2] < 120)
+    column = int(np.argmax(red.sum(axis=0)))
+    rows = np.flatnonzero(red[:, column])
+    assert len(rows) > 0.6 * h and rows.min() < 0.15 * h and rows.max() > 0.85 * h
 
 
 def test_replaced_sound_decodes_close_to_the_rendered_wav(rendered, videos, tmp_path):

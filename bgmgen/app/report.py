@@ -155,14 +155,28 @@ def _curves_panel(ax, analysis: VideoAnalysis, plan: MusicPlan, duration: float)
     ax.legend(loc="upper right", fontsize=7, ncol=4, framealpha=0.85)
 
 
+def _full_height_lines(ax, times, **style) -> None:
+    """Vertical lines across the whole height of `ax` at `times` (seconds), as one collection: one
+    artist per line (axvline) made the report's 90 lines cost about 0.08 s."""
+    times = np.asarray(times, dtype=np.float64)
+    if len(times):
+        ax.vlines(times, 0, 1, transform=ax.get_xaxis_transform(), **style)
+
+
 def _roll_panel(ax, plan: MusicPlan, roll: np.ndarray, duration: float) -> None:
+    from matplotlib.collections import PolyCollection  # heavy: imported on use
+
     notes, on_t, on_p = _roll_notes(roll)
     times = step_times(plan, np.asarray(roll).shape[1])
     if notes:
         pitches = np.array([n[0] for n in notes])
         starts = times[[n[1] for n in notes]]
         ends = times[[n[2] for n in notes]]
-        ax.barh(pitches, ends - starts, left=starts, height=0.8, color="#4c72b0", alpha=0.55, lw=0)
+        # One collection of rectangles: as Rectangle patches (barh) each note cost ~1 ms to add.
+        half = 0.4  # bar height 0.8 around the pitch
+        boxes = np.stack([np.stack([starts, pitches - half], 1), np.stack([starts, pitches + half], 1),
+                          np.stack([ends, pitches + half], 1), np.stack([ends, pitches - half], 1)], 1)
+        ax.add_collection(PolyCollection(boxes, facecolors="#4c72b0", alpha=0.55, linewidths=0), autolim=False)
         ax.plot(times[on_t], on_p, "|", color="#1b2a4a", ms=4, mew=1.0)
         lo, hi = int(pitches.min()) - PITCH_MARGIN, int(pitches.max()) + PITCH_MARGIN
     else:
@@ -227,11 +241,9 @@ def write_report(png_path, analysis: VideoAnalysis, plan: MusicPlan, roll: np.nd
         ax_kf.set_xlim(0, duration)
         downbeats = np.asarray(plan.downbeat_times_s, dtype=np.float64)
         for ax in (ax_cv, ax_roll):
-            for t in downbeats:
-                ax.axvline(t, color=GRID_COLOR, lw=0.7, alpha=0.6, zorder=0)
+            _full_height_lines(ax, downbeats, color=GRID_COLOR, lw=0.7, alpha=0.6, zorder=0)
         for ax in axes:
-            for t in analysis.cuts_s:
-                ax.axvline(t, color=CUT_COLOR, lw=1.3, alpha=0.85, zorder=4)
+            _full_height_lines(ax, analysis.cuts_s, color=CUT_COLOR, lw=1.3, alpha=0.85, zorder=4)
         _keyframe_panel(ax_kf, analysis, keyframes, duration)
         _curves_panel(ax_cv, analysis, plan, duration)
         _roll_panel(ax_roll, plan, roll, duration)
