@@ -236,6 +236,29 @@ def test_a_scan_begun_ahead_never_opens_a_file_its_probe_rejects(tmp_path, monke
     scan.thread.join(10)
 
 
+def test_a_corrupted_stream_prints_nothing_of_its_own(tmp_path):
+    """decord's bundled libav writes decoding errors straight to stderr ("[h264 @ 0x...] error while
+    decoding MB"); decord as bgmgen's decode loads it prints none (the same decode result): a failed
+    decode is reported from decord's exception and the ffmpeg pass's captured messages instead."""
+    mp4 = make_video(tmp_path / "a.mp4", duration=2.0, size=(160, 90), fps=25, audio="none")
+    data = bytearray(mp4.read_bytes())
+    at = data.index(b"mdat") + 4
+    for k in (1, 2, 3):  # garbage over three places of the coded pictures
+        o = at + (len(data) - at) * k // 4
+        data[o:o + 64] = b"\xff" * 64
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    decode_all = ("import sys\n{setup}\nvr = decord.VideoReader(sys.argv[1], width=96, height=54, num_threads=1)\n"
+                  "try:\n    vr.get_batch(list(range(len(vr))))\nexcept Exception:\n    print('failed')\n")
+    plain = subprocess.run([sys.executable, "-c", decode_all.format(setup="import decord"), str(broken)],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert "[h264 @" in plain.stderr  # the file does make libav complain
+    ours = subprocess.run([sys.executable, "-c", decode_all.format(
+        setup="from bgmgen.video.decode import _decord\ndecord = _decord()"), str(broken)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert ours.stdout.strip() == plain.stdout.strip() and ours.stderr == ""
+
+
 def test_a_scan_begun_ahead_decodes_while_its_probe_runs(tmp_path, monkeypatch):
     """The scan does not wait for the file's probe (ffprobe, then ffmpeg's first frame): its chunks queue
     up while the probe is held back, and are taken once the probe agrees, the same as a scan of its own.

@@ -88,8 +88,13 @@ def analysis_step(fps: float) -> int:
 
 
 def _decord():
+    """decord, its bundled libav told to print nothing: left at its default level it wrote decoding errors
+    straight to the terminal ("[h264 @ 0x...] Invalid NAL unit size", in about one run of three on the
+    shared corrupted clip) beside bgmgen's own output. A failed decode is reported from decord's
+    exception instead, and the ffmpeg pass that takes over says what it met (its stderr, captured)."""
     import decord  # heavy import, only when decoding
 
+    decord.logging.set_level(decord.logging.QUIET)
     return decord
 
 

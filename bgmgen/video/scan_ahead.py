@@ -13,8 +13,9 @@ beside it, decides whether it was right: the chunks are given out only if the pr
 rate (so the same analysis step) and a constant frame rate (scan_small reads variable-rate video
 through ffmpeg). Otherwise the scan stops. A file whose frames decord finds unevenly timed waits for
 the probe before decoding, and so does one whose container decord may fail to open
-(`opens_before_its_probe`): decord's library prints its errors to the terminal, and a file that is no
-video must get one line from bgmgen, nothing else. After a failed probe, decord never opens the file.
+(`opens_before_its_probe`): a file that is no video must get one line from bgmgen, nothing else, and
+decord printed its errors to the terminal (decode._decord now silences its libav as well). After a
+failed probe, decord never opens the file.
 
 A scan that no analysis takes (the outputs are up to date, the analysis comes from the cache, the
 job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks.
