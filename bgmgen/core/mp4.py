@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+# The box an ISO media file may start with (a file that starts otherwise is not read as one).
+FIRST_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")
 MAX_BOXES = 64  # boxes read at one level (a few in any real file; a walk through garbage stops here)
 MAX_MOVIE_BYTES = 64 << 20  # a larger movie header is read by ffprobe instead (hours of tiny samples)
 TRACK_KINDS = {b"vide": "video", b"soun": "audio", b"subt": "subtitle", b"sbtl": "subtitle", b"text": "subtitle"}
@@ -134,7 +136,7 @@ def read_movie(path) -> Movie | None:
     try:
         with open(path, "rb") as f:
             head = f.read(8)
-            if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"):
+            if len(head) < 8 or head[4:8] not in FIRST_BOX_TYPES:
                 return None
             span = movie_box(f)
             if span is None or span[1] - span[0] > MAX_MOVIE_BYTES:

@@ -19,8 +19,8 @@ failed probe, decord never opens the file.
 
 A scan that no analysis takes (the outputs are up to date, the analysis comes from the cache, the
 job failed first) is stopped with `drop_scan`; until then it waits after `AHEAD_CHUNKS` chunks.
-This module imports only the standard library (and core.mp4's box reader, which does too) at load: numpy, decord and the probe load in the
-scan's own thread, not in the CLI's.
+This module imports only the standard library (and core.mp4's box reader, which does too) at load:
+numpy, decord and the probe load in the scan's own thread, not in the CLI's.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from bgmgen.core.mp4 import movie_box
+from bgmgen.core.mp4 import FIRST_BOX_TYPES, movie_box
 
 # Chunks a scan decodes before it waits to be taken (4 x 256 frames of 96x54 RGB: 16 MB). The CLI's
 # analysis takes them about a second into the run; a scan nothing takes waits there until it is dropped.
 AHEAD_CHUNKS = 4
-ISO_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")  # a first box
 MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML header: mkv, webm
 
 
@@ -49,7 +48,7 @@ def opens_before_its_probe(path: str) -> bool:
             head = f.read(8)
             if head[:4] == MATROSKA_MAGIC:
                 return True
-            if len(head) < 8 or head[4:8] not in ISO_BOX_TYPES:
+            if len(head) < 8 or head[4:8] not in FIRST_BOX_TYPES:
                 return False
             return movie_box(f) is not None
     except OSError:
