@@ -566,6 +566,9 @@ def test_the_written_file_is_checked_in_process_with_what_ffprobe_reads(videos, 
                                                                    + _track(b"subt") + _track(b"tmcd"), wide=True)
                           + _box(b"mdat", bytes(32)))
     assert mp4.read_movie(synthetic) == mp4.Movie(12.05, ("video", "audio", "subtitle", "data"))
+    many = tmp_path / "many.mp4"  # every track is read, however many (the top-level walk alone is capped)
+    many.write_bytes(_box(b"ftyp", b"isom" + bytes(4)) + _box(b"moov", mvhd + _track(b"vide") * 80 + _track(b"soun")))
+    assert mp4.read_movie(many).kinds == ("video",) * 80 + ("audio",)
     data = written.read_bytes()
     cut_short = tmp_path / "cut.mp4"
     cut_short.write_bytes(data[:data.index(b"moov") + 100])  # ends inside the movie header

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 # The box an ISO media file may start with (a file that starts otherwise is not read as one).
 FIRST_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")
-MAX_BOXES = 64  # boxes read at one level (a few in any real file; a walk through garbage stops here)
+MAX_BOXES = 64  # top-level boxes read from a file (a few in any real file; a walk through garbage stops here)
 MAX_MOVIE_BYTES = 64 << 20  # a larger movie header is read by ffprobe instead (hours of tiny samples)
 TRACK_KINDS = {b"vide": "video", b"soun": "audio", b"subt": "subtitle", b"sbtl": "subtitle", b"text": "subtitle"}
 
@@ -38,9 +38,10 @@ class Movie:
 
 
 def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, end) of the boxes in data[start:end]; stops at a corrupt size."""
+    """(type, payload start, end) of the boxes in data[start:end] (in memory: every box, however many;
+    each is at least 8 bytes, so the walk ends); stops at a corrupt size."""
     at = start
-    for _ in range(MAX_BOXES):
+    while True:
         if at + 8 > end:
             return
         size, kind = struct.unpack_from(">I4s", data, at)
