@@ -37,23 +37,30 @@ class Movie:
     kinds: tuple[str, ...]  # per track, in file order: "video", "audio", "subtitle" or "data"
 
 
+def _header(raw: bytes, room: int) -> tuple[bytes, int, int] | None:
+    """(type, header length, box length) of the box whose first bytes (up to 16) are `raw`, with `room`
+    bytes left in its parent; None where the size does not hold together (garbage, a box cut short)."""
+    if len(raw) < 8:
+        return None
+    size, kind = struct.unpack_from(">I4s", raw)
+    header = 8
+    if size == 1:  # a 64-bit size follows the type
+        if len(raw) < 16:
+            return None
+        size, header = struct.unpack_from(">Q", raw, 8)[0], 16
+    elif size == 0:  # the box runs to the end of its parent
+        size = room
+    if size < header or size > room:
+        return None
+    return kind, header, size
+
+
 def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
     """(type, payload start, end) of the boxes in data[start:end] (in memory: every box, however many;
     each is at least 8 bytes, so the walk ends); stops at a corrupt size."""
     at = start
-    while True:
-        if at + 8 > end:
-            return
-        size, kind = struct.unpack_from(">I4s", data, at)
-        header = 8
-        if size == 1:
-            if at + 16 > end:
-                return
-            size, header = struct.unpack_from(">Q", data, at + 8)[0], 16
-        elif size == 0:
-            size = end - at
-        if size < header or at + size > end:
-            return
+    while (box := _header(data[at:at + 16], end - at)) is not None:
+        kind, header, size = box
         yield kind, at + header, at + size
         at += size
 
@@ -65,20 +72,11 @@ def top_level_boxes(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
     at = 0
     for _ in range(MAX_BOXES):
         f.seek(at)
-        header = f.read(16)
-        if len(header) < 8:
+        box = _header(f.read(16), size_of_file - at)
+        if box is None:
             return
-        size, kind = struct.unpack(">I4s", header[:8])
-        if size == 1:  # a 64-bit size follows the type
-            if len(header) < 16:
-                return
-            size = struct.unpack(">Q", header[8:16])[0]
-        elif size == 0:  # the box runs to the end of the file
-            size = size_of_file - at
-        if size < 8 or at + size > size_of_file:
-            return
-        yield kind, at, at + size
-        at += size
+        yield box[0], at, at + box[2]
+        at += box[2]
 
 
 def movie_box(f: BinaryIO) -> tuple[int, int] | None:
