@@ -37,12 +37,17 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
 
 
+def _ffprobe(path: Path) -> dict:
+    """ffprobe's JSON description (format and streams), read here, independent of bgmgen's runner."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
 def _probe(path: Path) -> VideoInfo:
     """A real VideoInfo, its fields read with ffprobe here (independent of bgmgen.video.probe, so the
     mux tests do not rest on the code they would check the output with)."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
-                         capture_output=True, text=True, check=True).stdout
-    data = json.loads(out)
+    data = _ffprobe(path)
     video = next(s for s in data["streams"] if s["codec_type"] == "video")
     audio = [s for s in data["streams"] if s["codec_type"] == "audio"]
     rotation = 0
@@ -521,9 +526,7 @@ def test_mux_duration_audio_and_video_copy(videos, music_wav, tmp_path, name, mo
 
 
 def _ffprobe_movie(path: Path) -> tuple[float | None, tuple[str, ...]]:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
-                         capture_output=True, text=True, check=True).stdout
-    data = json.loads(out)
+    data = _ffprobe(path)
     duration = data.get("format", {}).get("duration")
     return (None if duration is None else float(duration)), tuple(s["codec_type"] for s in data["streams"])
 

@@ -80,9 +80,12 @@ def top_level_boxes(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
 
 
 def movie_box(f: BinaryIO) -> tuple[int, int] | None:
-    """(start, end) of the movie header box ('moov') among the top-level boxes of `f`, when there is a
-    whole one (none in garbage, nor in a recording cut short before its header was written)."""
-    for kind, start, end in top_level_boxes(f):
+    """(start, end) of the movie header box ('moov') among the top-level boxes of `f`, when `f` starts
+    as an ISO media file (FIRST_BOX_TYPES) and holds a whole one (none in garbage, nor in a recording
+    cut short before its header was written)."""
+    for i, (kind, start, end) in enumerate(top_level_boxes(f)):
+        if i == 0 and kind not in FIRST_BOX_TYPES:
+            return None
         if kind == b"moov":
             return start, end
     return None
@@ -134,9 +137,6 @@ def read_movie(path) -> Movie | None:
     parse (the caller asks ffprobe)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8 or head[4:8] not in FIRST_BOX_TYPES:
-                return None
             span = movie_box(f)
             if span is None or span[1] - span[0] > MAX_MOVIE_BYTES:
                 return None
@@ -144,12 +144,12 @@ def read_movie(path) -> Movie | None:
             data = f.read(span[1] - span[0])
     except OSError:
         return None
-    if len(data) != span[1] - span[0]:
-        return None
     try:
-        header = 16 if struct.unpack_from(">I", data, 0)[0] == 1 else 8
+        moov = next(_boxes(data, 0, len(data)), None)  # None: the file changed under us
+        if moov is None:
+            return None
         duration, found_header, kinds = None, False, []
-        for kind, start, end in _boxes(data, header, len(data)):
+        for kind, start, end in _boxes(data, moov[1], moov[2]):
             if kind == b"mvex":
                 return None
             if kind == b"mvhd":

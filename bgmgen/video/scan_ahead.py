@@ -30,7 +30,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from bgmgen.core.mp4 import FIRST_BOX_TYPES, movie_box
+from bgmgen.core.mp4 import movie_box
 
 # Chunks a scan decodes before it waits to be taken (4 x 256 frames of 96x54 RGB: 16 MB). The CLI's
 # analysis takes them about a second into the run; a scan nothing takes waits there until it is dropped.
@@ -45,12 +45,7 @@ def opens_before_its_probe(path: str) -> bool:
     fail with "moov atom not found"). Anything else waits for the probe. Reads a few bytes per box."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            if head[:4] == MATROSKA_MAGIC:
-                return True
-            if len(head) < 8 or head[4:8] not in FIRST_BOX_TYPES:
-                return False
-            return movie_box(f) is not None
+            return f.read(4) == MATROSKA_MAGIC or movie_box(f) is not None
     except OSError:
         return False
 
